@@ -1,0 +1,24 @@
+"""caffe: Caffe's Python interface (pycaffe), with PyTorch doing the computing.
+
+`import caffe` gives what pycaffe gives: Net, the solvers, Layer for Python layers,
+TRAIN/TEST, set_mode_cpu/gpu, set_device, set_random_seed, layer_type_list, and the
+io, net_spec, draw and coord_map modules. The formats and the behaviour are Caffe's
+(caffe-fast-rcnn and BVLC master), so existing prototxts, .caffemodel files and scripts
+work unchanged.
+"""
+from ._config import set_mode_cpu, set_mode_gpu, set_device, set_random_seed, precision  # noqa: F401
+from .phase import TRAIN, TEST, Phase  # noqa: F401
+from .blob import Blob  # noqa: F401
+from .layer import Layer  # noqa: F401
+from .layers import layer_type_list  # noqa: F401
+from .net import Net  # noqa: F401
+from . import pycaffe as _pycaffe  # noqa: F401  (adds the pycaffe methods to Net)
+from .errors import CaffeError, ParseError, NetError, ShapeError, LayerError  # noqa: F401
+from .proto import caffe_pb2  # noqa: F401
+
+__version__ = '1.0.0'
+
+# Modules being written; imported here once they exist:
+# from .solver import SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver, AdaDeltaSolver, AdamSolver, get_solver
+# from . import io
+# from .net_spec import layers, params, NetSpec, to_proto

@@ -1,0 +1,184 @@
+"""Blob: Caffe's n-d array with a value (`data`) and a gradient (`diff`).
+
+Python code (data layers, py-faster-rcnn's layers, users' scripts) reads and writes
+`blob.data` and `blob.diff` as NumPy arrays, in place; the engine's layers compute on
+torch tensors. On the CPU both are one memory (`Tensor.numpy()` shares it). On a GPU the
+blob keeps a host mirror and, like Caffe's SyncedMemory, remembers which side is newest:
+touching `.data` from Python brings the host copy up to date and marks it as the head,
+and the next layer that asks for the tensor uploads it again.
+"""
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import _config
+
+_HOST, _DEVICE, _SYNCED = 'host', 'device', 'synced'
+
+
+class _Synced:
+    """One array (value or gradient) with a device tensor and, off the CPU, a host mirror."""
+
+    __slots__ = ('tensor', 'host', 'head')
+
+    def __init__(self, tensor: torch.Tensor):
+        self.tensor = tensor
+        self.host: Optional[torch.Tensor] = None
+        self.head = _DEVICE
+
+    def device_tensor(self) -> torch.Tensor:
+        if self.head == _HOST:
+            self.tensor.copy_(self.host.view(self.tensor.shape))
+            self.head = _SYNCED
+        return self.tensor
+
+    def numpy(self) -> np.ndarray:
+        t = self.tensor
+        if t.device.type == 'cpu':
+            return t.numpy()
+        if self.host is None or self.host.shape != t.shape:
+            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=False)
+            self.head = _DEVICE if self.head != _HOST else self.head
+        if self.head == _DEVICE:
+            self.host.copy_(t)
+        self.head = _HOST  # Python may write into it: the host copy is now the truth
+        return self.host.numpy()
+
+    def set(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor
+        self.head = _DEVICE
+
+
+def _as_shape(args: Sequence) -> tuple:
+    if len(args) == 1 and not isinstance(args[0], (int, np.integer)):
+        args = tuple(args[0])
+    shape = tuple(int(a) for a in args)
+    if any(d < 0 for d in shape):
+        raise ValueError('blob dimensions must be non-negative, got %s' % (shape,))
+    return shape
+
+
+class Blob:
+    """A named array of the net with its gradient; see the module docstring."""
+
+    def __init__(self, shape: Sequence[int] = (), dtype: Optional[torch.dtype] = None,
+                 device: Optional[torch.device] = None):
+        self._dtype = dtype or _config.dtype()
+        self._device = device or _config.device()
+        self._data = _Synced(torch.zeros(tuple(shape), dtype=self._dtype, device=self._device))
+        self._diff: Optional[_Synced] = None
+
+    # ---- shape -----------------------------------------------------------------------
+    @property
+    def shape(self) -> tuple:
+        return tuple(self._data.tensor.shape)
+
+    def reshape(self, *shape) -> None:
+        """Give the blob a new shape; keeps the values when the element count is unchanged."""
+        shape = _as_shape(shape)
+        if shape == self.shape:
+            return
+        t = self._data.device_tensor()
+        if t.numel() == int(np.prod(shape, dtype=np.int64)):
+            self._data.set(t.reshape(shape))
+        else:
+            self._data.set(torch.zeros(shape, dtype=self._dtype, device=self._device))
+        self._diff = None
+
+    def reshape_like(self, other: 'Blob') -> None:
+        self.reshape(*other.shape)
+
+    @property
+    def count(self) -> int:
+        return int(self._data.tensor.numel())
+
+    def _legacy(self, axis: int) -> int:
+        shape = self.shape
+        if len(shape) > 4:
+            raise ValueError('num/channels/height/width need a blob of at most 4 axes, '
+                             'this one has shape %s' % (shape,))
+        axis = axis - (4 - len(shape))
+        return shape[axis] if axis >= 0 else 1
+
+    num = property(lambda self: self._legacy(0))
+    channels = property(lambda self: self._legacy(1))
+    height = property(lambda self: self._legacy(2))
+    width = property(lambda self: self._legacy(3))
+
+    # ---- NumPy views for Python code ----------------------------------------------------
+    @property
+    def data(self) -> np.ndarray:
+        return self._data.numpy()
+
+    @data.setter
+    def data(self, value) -> None:
+        self.data[...] = value
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self._diff_synced().numpy()
+
+    @diff.setter
+    def diff(self, value) -> None:
+        self.diff[...] = value
+
+    # ---- tensors for the engine ---------------------------------------------------------
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The value as a device tensor (synchronised from the host if Python wrote it)."""
+        return self._data.device_tensor()
+
+    def set_tensor(self, t: torch.Tensor) -> None:
+        """Make `t` the blob's value (a layer's output); its shape becomes the blob's."""
+        if t.dtype != self._dtype:
+            t = t.to(self._dtype)
+        old = self._data.tensor
+        self._data.set(t)
+        if self._diff is not None and self._diff.tensor.shape != t.shape:
+            self._diff = None
+        del old
+
+    def _diff_synced(self) -> _Synced:
+        d = self._diff
+        if d is None or d.tensor.shape != self._data.tensor.shape:
+            d = self._diff = _Synced(torch.zeros(self._data.tensor.shape, dtype=self._dtype,
+                                                 device=self._device))
+        return d
+
+    @property
+    def diff_tensor(self) -> torch.Tensor:
+        """The gradient as a device tensor, allocated (zero) on first use as in Caffe."""
+        return self._diff_synced().device_tensor()
+
+    def set_diff_tensor(self, t: torch.Tensor) -> None:
+        if t.dtype != self._dtype:
+            t = t.to(self._dtype)
+        if tuple(t.shape) != self.shape:
+            t = t.reshape(self.shape)
+        if self._diff is None:
+            self._diff = _Synced(t)
+        else:
+            self._diff.set(t)
+
+    def share_data(self, other: 'Blob') -> None:
+        """Use `other`'s value storage (Caffe's ShareData)."""
+        self._data = other._data
+
+    def share_diff(self, other: 'Blob') -> None:
+        other._diff_synced()
+        self._diff = other._diff
+
+    def to(self, device: torch.device) -> None:
+        """Move value and gradient to another device (set_mode_gpu after construction)."""
+        self._device = device
+        self._data.set(self._data.device_tensor().to(device))
+        self._data.host = None
+        if self._diff is not None:
+            self._diff.set(self._diff.device_tensor().to(device))
+            self._diff.host = None
+
+    def __repr__(self) -> str:
+        return 'Blob(shape=%s)' % (self.shape,)

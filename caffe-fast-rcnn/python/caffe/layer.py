@@ -1,0 +1,75 @@
+"""`caffe.Layer`: the contract every layer keeps, built in or written in Python.
+
+A layer is set up once (`setup`, where it reads its parameters and creates its learnable
+blobs), shapes its tops from its bottoms (`reshape`), computes its tops (`forward`) and,
+given its tops' diffs, its bottoms' diffs and its parameters' diffs (`backward`). Like
+Caffe, backward overwrites bottom diffs (the net inserts Split layers so each bottom has
+one consumer) and adds into parameter diffs (they accumulate until the solver clears
+them). Users subclass this for Python layers exactly as in pycaffe.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+from .blob import Blob
+from .phase import Phase
+from .proto import caffe_pb2
+
+
+class BlobVec(list):
+    """A layer's learnable blobs; Python layers may add their own with `add_blob`."""
+
+    def add_blob(self, *shape) -> None:
+        self.append(Blob(shape))
+
+
+class Layer:
+    """Base class of all layers; see the module docstring."""
+
+    # Blob count constraints, checked when the net sets the layer up (None: no limit).
+    exact_num_bottom: Optional[int] = None
+    min_bottom: Optional[int] = None
+    max_bottom: Optional[int] = None
+    exact_num_top: Optional[int] = None
+    min_top: Optional[int] = None
+    max_top: Optional[int] = None
+    # Loss layers weigh their first top 1 unless the prototxt says otherwise.
+    is_loss = False
+
+    def __init__(self, param: Optional[caffe_pb2.LayerParameter] = None, *args, **kwargs):
+        self.layer_param = param if param is not None else caffe_pb2.LayerParameter()
+        self.phase = Phase(self.layer_param.phase)
+        self.blobs = BlobVec()
+        self.param_propagate_down: List[bool] = []
+
+    # ---- what pycaffe exposes -----------------------------------------------------------
+    @property
+    def type(self) -> str:
+        return self.layer_param.type
+
+    # ---- the contract --------------------------------------------------------------------
+    def setup(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Read parameters, create learnable blobs. Called once."""
+
+    def reshape(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Shape the tops for the bottoms' current shapes."""
+
+    def forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        raise NotImplementedError('layer %r (%s) has no forward' % (self.layer_param.name, self.type))
+
+    def backward(self, top: Sequence[Blob], propagate_down: Sequence[bool],
+                 bottom: Sequence[Blob]) -> None:
+        """Default: nothing to propagate (data layers, metrics)."""
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        """Whether `force_backward` may make this bottom receive a gradient."""
+        return True
+
+    # ---- engine hooks (overridden by the torch-backed base) -------------------------------
+    def run_forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """One forward step as Caffe's Layer::Forward: reshape, then forward."""
+        self.reshape(bottom, top)
+        self.forward(bottom, top)
+
+    def run_backward(self, top, propagate_down, bottom) -> None:
+        self.backward(top, propagate_down, bottom)

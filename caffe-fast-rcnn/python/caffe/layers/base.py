@@ -1,0 +1,151 @@
+"""TorchLayer: a layer whose forward is a differentiable PyTorch function.
+
+A subclass writes `compute(*bottoms) -> top tensor(s)` with torch ops and reads its
+learnable tensors from `self.p`. This base turns that into Caffe's layer-wise
+forward/backward:
+
+* forward runs `compute` on the bottoms' tensors. When the net says this layer needs
+  backward, the bottoms that need a gradient and the parameters whose `lr_mult` is not
+  zero enter as fresh autograd leaves, so PyTorch records exactly the graph that backward
+  will need and nothing more (frozen layers record nothing and cost no backward work).
+* backward asks `torch.autograd.grad` for those leaves' gradients given the tops' diffs,
+  writes bottom diffs (Caffe overwrites them) and adds parameter diffs (Caffe accumulates
+  them until the solver clears them).
+* If forward ran without recording (a TEST net, or `backward` asked for more than the net
+  planned), backward recomputes the layer from the inputs forward saw. Layers with random
+  forwards (Dropout) override `backward` instead.
+"""
+from __future__ import annotations
+
+from typing import List, Optional, Sequence
+
+import torch
+
+from .. import fillers
+from ..blob import Blob
+from ..errors import ShapeError
+from ..layer import Layer
+from ..proto import caffe_pb2
+
+
+class TorchLayer(Layer):
+    """See the module docstring."""
+
+    # Bottoms that never get a gradient (labels, weights): indices into bottom.
+    non_differentiable: Sequence[int] = ()
+
+    def __init__(self, param=None, *args, **kwargs):
+        super().__init__(param)
+        self.p: List[torch.Tensor] = []
+        # Set by the net after its backward analysis.
+        self.record_bottoms: List[bool] = []
+        self.record = False
+        self._outs: Optional[list] = None
+        self._leaves: Optional[list] = None
+        self._params: Optional[list] = None
+        self._inputs: Optional[list] = None
+
+    # ---- helpers for subclasses -----------------------------------------------------------
+    def add_param(self, shape: Sequence[int], filler: Optional[caffe_pb2.FillerParameter]) -> Blob:
+        """Create a learnable blob filled by `filler` (or keep the one loaded from the proto)."""
+        b = Blob(tuple(int(s) for s in shape))
+        if filler is not None:
+            fillers.fill(b.tensor, filler)
+        self.blobs.append(b)
+        return b
+
+    def check_param_shapes(self, *shapes: Sequence[int]) -> bool:
+        """If the prototxt carried blobs, check their shapes and return True (keep them)."""
+        if not len(self.blobs):
+            return False
+        if len(self.blobs) != len(shapes):
+            raise ShapeError('layer %r: %d parameter blobs given, %s needs %d'
+                             % (self.layer_param.name, len(self.blobs), self.type, len(shapes)))
+        for i, (b, s) in enumerate(zip(self.blobs, shapes)):
+            if tuple(b.shape) != tuple(s):
+                raise ShapeError('layer %r: parameter %d has shape %s, expected %s'
+                                 % (self.layer_param.name, i, tuple(b.shape), tuple(s)))
+        return True
+
+    def compute(self, *bottoms: torch.Tensor):
+        raise NotImplementedError
+
+    def reshape(self, bottom, top):
+        """Default shaping: run compute on empty-batch stand-ins to learn the top shapes.
+
+        Subclasses with cheap, explicit shape rules override this (most do); it must not
+        depend on bottom values.
+        """
+        with torch.no_grad():
+            self.p = [b.tensor for b in self.blobs]
+            outs = self.compute(*[b.tensor for b in bottom])
+        outs = outs if isinstance(outs, (tuple, list)) else (outs,)
+        for t, o in zip(top, outs):
+            t.reshape(*o.shape)
+
+    # ---- engine hooks -----------------------------------------------------------------------
+    def run_forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        xs = [b.tensor for b in bottom]
+        self._inputs = xs
+        if self.record and torch.is_grad_enabled():
+            leaves = [x.detach().requires_grad_(True) if g else x
+                      for x, g in zip(xs, self.record_bottoms)]
+            params = [b.tensor.detach().requires_grad_(True) if g else b.tensor
+                      for b, g in zip(self.blobs, self.param_propagate_down)]
+            self.p = params
+            outs = self.compute(*leaves)
+            self._leaves, self._params = leaves, params
+        else:
+            with torch.no_grad():
+                self.p = [b.tensor for b in self.blobs]
+                outs = self.compute(*xs)
+            self._leaves = self._params = None
+        outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        self._outs = outs
+        for t, o in zip(top, outs):
+            t.set_tensor(o.detach())
+
+    def run_backward(self, top, propagate_down, bottom) -> None:
+        want_b = [bool(pd) and i not in self.non_differentiable for i, pd in enumerate(propagate_down)]
+        want_p = list(self.param_propagate_down)
+        recorded = self._leaves is not None and all(
+            (not w) or l.requires_grad for w, l in zip(want_b, self._leaves)) and all(
+            (not w) or p.requires_grad for w, p in zip(want_p, self._params))
+        if recorded:
+            outs, leaves, params = self._outs, self._leaves, self._params
+        else:
+            if self._inputs is None:
+                raise RuntimeError('layer %r: backward before forward' % self.layer_param.name)
+            with torch.enable_grad():
+                leaves = [x.detach().requires_grad_(True) if w else x
+                          for x, w in zip(self._inputs, want_b)]
+                params = [b.tensor.detach().requires_grad_(True) if w else b.tensor
+                          for b, w in zip(self.blobs, want_p)]
+                self.p = params
+                outs = self.compute(*leaves)
+                outs = list(outs) if isinstance(outs, (tuple, list)) else [outs]
+        wrt, where = [], []
+        for i, (l, w) in enumerate(zip(leaves, want_b)):
+            if w:
+                wrt.append(l)
+                where.append(('b', i))
+        for i, (p, w) in enumerate(zip(params, want_p)):
+            if w:
+                wrt.append(p)
+                where.append(('p', i))
+        pairs = [(o, t.diff_tensor) for o, t in zip(outs, top) if o.requires_grad]
+        if not wrt:
+            return
+        if pairs:
+            grads = torch.autograd.grad([o for o, _ in pairs], wrt, [g for _, g in pairs],
+                                        retain_graph=True, allow_unused=True)
+        else:
+            grads = [None] * len(wrt)
+        for (kind, i), g in zip(where, grads):
+            if kind == 'b':
+                if g is None:
+                    bottom[i].set_diff_tensor(torch.zeros_like(bottom[i].tensor))
+                else:
+                    bottom[i].set_diff_tensor(g)
+            elif g is not None:
+                self.blobs[i].diff_tensor.add_(g)

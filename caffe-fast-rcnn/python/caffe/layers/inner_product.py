@@ -1,0 +1,86 @@
+"""InnerProduct (fully connected) and Embed: matrix products on torch.
+
+InnerProduct flattens the bottom from `axis` on (K = product of those dims) and gives
+`bottom.shape[:axis] + (num_output,)`. Weights are (num_output, K), or (K, num_output)
+with `transpose: true`, as Caffe stores them.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..errors import ShapeError
+from .base import TorchLayer
+from .vision import canonical_axis
+from . import register
+
+
+@register('InnerProduct')
+class InnerProduct(TorchLayer):
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        ip = self.layer_param.inner_product_param
+        shape = bottom[0].shape
+        self.axis = canonical_axis(ip.axis, len(shape), self.layer_param.name)
+        self.K = int(np.prod(shape[self.axis:], dtype=np.int64))
+        self.N = ip.num_output
+        self.transpose = ip.transpose
+        self.bias_term = ip.bias_term
+        wshape = [self.K, self.N] if self.transpose else [self.N, self.K]
+        shapes = [wshape] + ([[self.N]] if self.bias_term else [])
+        if not self.check_param_shapes(*shapes):
+            self.add_param(wshape, ip.weight_filler)
+            if self.bias_term:
+                self.add_param([self.N], ip.bias_filler)
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        k = int(np.prod(shape[self.axis:], dtype=np.int64))
+        if k != self.K:
+            raise ShapeError('layer %r: Input size incompatible with inner product parameters: '
+                             'bottom %s gives %d inputs per item, the weights expect %d'
+                             % (self.layer_param.name, shape, k, self.K))
+        top[0].reshape(*(tuple(shape[:self.axis]) + (self.N,)))
+
+    def compute(self, x):
+        lead = x.shape[:self.axis]
+        x2 = x.reshape(-1, self.K)
+        w = self.p[0].t() if self.transpose else self.p[0]
+        y = F.linear(x2, w, self.p[1] if self.bias_term else None)
+        return y.reshape(tuple(lead) + (self.N,))
+
+
+@register('Embed')
+class Embed(TorchLayer):
+    """A lookup table: integer indices in, rows of the (input_dim, num_output) weight out."""
+    exact_num_bottom = 1
+    exact_num_top = 1
+    non_differentiable = (0,)
+
+    def allow_force_backward(self, bottom_index):
+        return False
+
+    def setup(self, bottom, top):
+        ep = self.layer_param.embed_param
+        self.N, self.K, self.bias_term = ep.num_output, ep.input_dim, ep.bias_term
+        shapes = [[self.K, self.N]] + ([[self.N]] if self.bias_term else [])
+        if not self.check_param_shapes(*shapes):
+            self.add_param([self.K, self.N], ep.weight_filler)
+            if self.bias_term:
+                self.add_param([self.N], ep.bias_filler)
+
+    def reshape(self, bottom, top):
+        top[0].reshape(*(tuple(bottom[0].shape) + (self.N,)))
+
+    def compute(self, x):
+        idx = x.long()
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.K):
+            raise ShapeError('layer %r: embedding index out of range [0, %d)'
+                             % (self.layer_param.name, self.K))
+        y = F.embedding(idx, self.p[0])
+        if self.bias_term:
+            y = y + self.p[1]
+        return y
