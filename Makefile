@@ -1,0 +1,38 @@
+# Two commands do all set-up on a fresh machine (see README.md):
+#   make demo   - venv, requirements, toy data set, train, evaluate, pictures
+#   make test   - venv, requirements, then the test suite
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.requirements-installed
+SCHEME ?= end2end
+OHEM ?= 0
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo toy-data bench clean-venv
+
+$(STAMP): requirements.txt
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	@touch $(STAMP)
+
+setup: $(STAMP)
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS) tests
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS) tests
+
+toy-data: setup
+	$(PY) data/scripts/make_toy_dataset.py --out data/toy
+
+demo: setup toy-data
+	$(PY) tools/run_demo.py --scheme $(SCHEME) --ohem $(OHEM)
+
+bench: setup
+	$(PY) benchmarks/bench_engine.py
+
+clean-venv:
+	rm -rf $(VENV)
