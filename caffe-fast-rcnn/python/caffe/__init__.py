@@ -15,10 +15,12 @@ from .net import Net  # noqa: F401
 from . import pycaffe as _pycaffe  # noqa: F401  (adds the pycaffe methods to Net)
 from .errors import CaffeError, ParseError, NetError, ShapeError, LayerError  # noqa: F401
 from .proto import caffe_pb2  # noqa: F401
+from .solver import (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,  # noqa: F401
+                     AdaDeltaSolver, AdamSolver, get_solver, get_solver_from_file,
+                     get_solver_from_string)
 
 __version__ = '1.0.0'
 
 # Modules being written; imported here once they exist:
-# from .solver import SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver, AdaDeltaSolver, AdamSolver, get_solver
 # from . import io
 # from .net_spec import layers, params, NetSpec, to_proto

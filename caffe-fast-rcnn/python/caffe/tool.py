@@ -1,0 +1,369 @@
+"""The `caffe` command line: train, test, time and device_query, as Caffe's tools/caffe.cpp.
+
+    python -m caffe train --solver=solver.prototxt [--weights=a.caffemodel,b.caffemodel |
+                          --snapshot=x_iter_N.solverstate] [--gpu=0] [--level=0] [--stage=a,b]
+    python -m caffe test --model=net.prototxt --weights=w.caffemodel [--iterations=50]
+    python -m caffe time --model=net.prototxt [--iterations=50] [--phase=TRAIN|TEST]
+    python -m caffe device_query [--gpu=0|all]
+
+Flags are gflags-style: `-solver x`, `-solver=x`, `--solver x` and `--solver=x` all work.
+Logs go to stderr in glog's format with Caffe's wording, so scripts that grep Caffe's logs
+and tools/extra/parse_log.py read ours. In `train`, SIGINT stops (after a snapshot) and
+SIGHUP snapshots, as `--sigint_effect` / `--sighup_effect` (stop, snapshot, none) say.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time as _time
+from typing import Callable, Dict, List, Optional, Sequence
+
+import torch
+
+from . import _config, _log
+from .errors import CaffeError
+from .phase import TEST, TRAIN
+
+_CAFFE_CPP = 'caffe.cpp'
+
+USAGE = """command line brew
+usage: caffe <command> <args>
+
+commands:
+  train           train or finetune a model
+  test            score a model
+  device_query    show GPU diagnostic information
+  time            benchmark model execution time"""
+
+_FLAGS = ('gpu', 'solver', 'model', 'phase', 'level', 'stage', 'snapshot', 'weights', 'iterations',
+          'sigint_effect', 'sighup_effect')
+
+
+class _Fatal(Exception):
+    """A LOG(FATAL)/CHECK failure of the tool: logged with level F, exit status 1."""
+
+
+def _normalize_flags(argv: Sequence[str]) -> List[str]:
+    """gflags accepts `-flag`; argparse wants `--flag`."""
+    out = []
+    for a in argv:
+        if a.startswith('-') and not a.startswith('--'):
+            name = a[1:].split('=', 1)[0]
+            if name in _FLAGS or name in ('h', 'help'):
+                a = '-' + a if name not in ('h',) else a
+        out.append(a)
+    return out
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog='caffe', description=USAGE,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('command', nargs='?', help='train, test, time or device_query')
+    p.add_argument('--gpu', default='', help="Optional; run in GPU mode on given device IDs "
+                   "separated by ','. Use '-gpu all' to run on all available GPUs.")
+    p.add_argument('--solver', default='', help='The solver definition protocol buffer text file.')
+    p.add_argument('--model', default='', help='The model definition protocol buffer text file.')
+    p.add_argument('--phase', default='', help="Optional; network phase (TRAIN or TEST). Only "
+                   "used for 'time'.")
+    p.add_argument('--level', type=int, default=None, help='Optional; network level.')
+    p.add_argument('--stage', default='', help="Optional; network stages (not to be confused "
+                   "with phase), separated by ','.")
+    p.add_argument('--snapshot', default='', help='Optional; the snapshot solver state to resume '
+                   'training.')
+    p.add_argument('--weights', default='', help="Optional; the pretrained weights to initialize "
+                   "finetuning, separated by ','. Cannot be set simultaneously with snapshot.")
+    p.add_argument('--iterations', type=int, default=50, help='The number of iterations to run.')
+    p.add_argument('--sigint_effect', default='stop', help='Optional; action to take when a '
+                   'SIGINT signal is received: snapshot, stop or none.')
+    p.add_argument('--sighup_effect', default='snapshot', help='Optional; action to take when a '
+                   'SIGHUP signal is received: snapshot, stop or none.')
+    return p
+
+
+# ---- devices -------------------------------------------------------------------------------------
+
+def _gpu_count() -> int:
+    if torch.cuda.is_available():
+        return torch.cuda.device_count()
+    mps = getattr(torch.backends, 'mps', None)
+    return 1 if (mps is not None and mps.is_available()) else 0
+
+
+def _get_gpus(flag: str) -> List[int]:
+    if flag == 'all':
+        return list(range(_gpu_count()))
+    if flag:
+        try:
+            return [int(s) for s in flag.split(',')]
+        except ValueError:
+            raise _Fatal('--gpu must be device ids separated by commas, or all; got %r' % flag) from None
+    return []
+
+
+def _use_devices(gpus: List[int], single: bool) -> None:
+    """Set the engine's mode for the chosen devices (Caffe::set_mode / SetDevice)."""
+    if single:
+        while len(gpus) > 1:
+            _log.info(_CAFFE_CPP + ':263', 'Not using GPU #%d for single-GPU function' % gpus.pop())
+    if not gpus:
+        _log.info(_CAFFE_CPP + ':178', 'Use CPU.')
+        _config.set_mode_cpu()
+        return
+    if _gpu_count() == 0:
+        raise _Fatal('Cannot use GPU %s: PyTorch sees no GPU on this machine (run without '
+                     '--gpu to use the CPU)' % ', '.join(map(str, gpus)))
+    if single:
+        _log.info(_CAFFE_CPP + ':270', 'Use GPU with device ID %d' % gpus[0])
+    else:
+        _log.info(_CAFFE_CPP + ':185', 'Using GPUs %s' % ', '.join(map(str, gpus)))
+        if len(gpus) > 1:
+            _log.warning(_CAFFE_CPP + ':186', 'Training on one process uses GPU %d only; for '
+                         'data-parallel training launch one process per GPU' % gpus[0])
+    _config.set_device(gpus[0])
+    _config.set_mode_gpu()
+
+
+def _stages(flag: str) -> List[str]:
+    return [s for s in flag.split(',')] if flag else []
+
+
+def _sync() -> None:
+    if torch.cuda.is_available() and _config.device().type == 'cuda':
+        torch.cuda.synchronize()
+
+
+# ---- signals -------------------------------------------------------------------------------------
+
+class _SignalHandler:
+    """Turns SIGINT/SIGHUP into solver actions, polled once per iteration (as Caffe's)."""
+
+    def __init__(self, sigint_effect: str, sighup_effect: str):
+        from .solver import SolverAction
+        names = {'stop': SolverAction.STOP, 'snapshot': SolverAction.SNAPSHOT,
+                 'none': SolverAction.NONE}
+        for v in (sigint_effect, sighup_effect):
+            if v not in names:
+                raise _Fatal('Invalid signal effect "%s" was specified' % v)
+        self._effects = {signal.SIGINT: names[sigint_effect]}
+        if hasattr(signal, 'SIGHUP'):
+            self._effects[signal.SIGHUP] = names[sighup_effect]
+        self._pending: List[int] = []
+        self._old: Dict[int, object] = {}
+        self._none = SolverAction.NONE
+
+    def __enter__(self) -> '_SignalHandler':
+        for sig in self._effects:
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum, frame) -> None:
+        self._pending.append(signum)
+
+    def action(self) -> int:
+        while self._pending:
+            effect = self._effects.get(self._pending.pop(0), self._none)
+            if effect != self._none:
+                return effect
+        return self._none
+
+
+# ---- commands ------------------------------------------------------------------------------------
+
+def train(args) -> int:
+    from . import solver as _solver
+    from .proto import caffe_pb2
+    if not args.solver:
+        raise _Fatal('Check failed: FLAGS_solver.size() > 0 (0 vs. 0) Need a solver definition '
+                     'to train.')
+    if args.snapshot and args.weights:
+        raise _Fatal('Check failed: !FLAGS_snapshot.size() || !FLAGS_weights.size() Give a '
+                     'snapshot to resume training or weights to finetune but not both.')
+    param = _solver.read_solver_param(args.solver)
+    if args.level is not None:
+        param.train_state.level = args.level
+    for s in _stages(args.stage):
+        param.train_state.stage.append(s)
+    gpu_flag = args.gpu
+    if not gpu_flag and param.solver_mode == caffe_pb2.SolverParameter.GPU:
+        if _gpu_count():
+            gpu_flag = str(param.device_id)
+        else:
+            _log.warning(_CAFFE_CPP + ':170', 'solver_mode is GPU but PyTorch sees no GPU on this '
+                         'machine; training on the CPU')
+    gpus = _get_gpus(gpu_flag)
+    _use_devices(gpus, single=False)
+    if gpus:
+        param.device_id = gpus[0]
+    with _SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
+        solver = _solver._create(param, args.solver)
+        solver.set_action_function(handler.action)
+        if args.snapshot:
+            _log.info(_CAFFE_CPP + ':205', 'Resuming from ' + args.snapshot)
+            solver.restore(args.snapshot)
+        elif args.weights:
+            for name in args.weights.split(','):
+                _log.info(_CAFFE_CPP + ':155', 'Finetuning from ' + name)
+                solver.net.copy_from(name)
+                for tn in solver.test_nets:
+                    tn.copy_from(name)
+        _log.info(_CAFFE_CPP + ':219', 'Starting Optimization')
+        solver.solve()
+    _log.info(_CAFFE_CPP + ':222', 'Optimization Done.')
+    return 0
+
+
+def test(args) -> int:
+    from .net import Net
+    from . import pycaffe  # noqa: F401
+    if not args.model:
+        raise _Fatal('Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition '
+                     'to score.')
+    if not args.weights:
+        raise _Fatal('Check failed: FLAGS_weights.size() > 0 (0 vs. 0) Need model weights to '
+                     'score.')
+    _use_devices(_get_gpus(args.gpu), single=True)
+    net = Net(args.model, TEST, level=args.level or 0, stages=_stages(args.stage))
+    net.copy_from(args.weights)
+    n = args.iterations
+    _log.info(_CAFFE_CPP + ':290', 'Running for %d iterations.' % n)
+    scores: List[float] = []
+    owners: List[str] = []
+    loss = 0.0
+    last = len(net.layers) - 1
+    for i in range(n):
+        with torch.no_grad():
+            loss += net._forward(0, last)
+        idx = 0
+        for name in net.outputs:
+            for v in net.blobs[name].data.reshape(-1):
+                v = float(v)
+                if i == 0:
+                    scores.append(v)
+                    owners.append(name)
+                else:
+                    scores[idx] += v
+                idx += 1
+                _log.info(_CAFFE_CPP + ':313', 'Batch %d, %s = %g' % (i, name, v))
+    loss /= max(n, 1)
+    _log.info(_CAFFE_CPP + ':318', 'Loss: %g' % loss)
+    weights = net.blob_loss_weights
+    for s, name in zip(scores, owners):
+        mean = s / n
+        w = weights[name]
+        extra = ' (* %g = %g loss)' % (w, w * mean) if w else ''
+        _log.info(_CAFFE_CPP + ':330', '%s = %g%s' % (name, mean, extra))
+    return 0
+
+
+def time(args) -> int:
+    """Per-layer forward and backward times, as `caffe time` prints them."""
+    from .net import Net
+    from . import pycaffe  # noqa: F401
+    if not args.model:
+        raise _Fatal('Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition '
+                     'to time.')
+    if args.phase not in ('', 'TRAIN', 'TEST'):
+        raise _Fatal('phase must be "TRAIN" or "TEST"')
+    phase = TEST if args.phase == 'TEST' else TRAIN
+    _use_devices(_get_gpus(args.gpu), single=True)
+    net = Net(args.model, phase, level=args.level or 0, stages=_stages(args.stage))
+    nl = len(net.layers)
+    _log.info(_CAFFE_CPP + ':352', 'Performing Forward')
+    initial_loss = net._forward(0, nl - 1)
+    _log.info(_CAFFE_CPP + ':354', 'Initial loss: %g' % initial_loss)
+    _log.info(_CAFFE_CPP + ':355', 'Performing Backward')
+    net._backward(nl - 1, 0)
+    n = args.iterations
+    _log.info(_CAFFE_CPP + ':363', '*** Benchmark begins ***')
+    _log.info(_CAFFE_CPP + ':364', 'Testing for %d iterations.' % n)
+    fwd = [0.0] * nl
+    bwd = [0.0] * nl
+    forward_time = backward_time = 0.0
+    total_start = _time.perf_counter()
+    clock = _time.perf_counter
+    for j in range(n):
+        iter_start = clock()
+        f0 = clock()
+        for i in range(nl):
+            t = clock()
+            net._forward(i, i)
+            _sync()
+            fwd[i] += clock() - t
+        forward_time += clock() - f0
+        b0 = clock()
+        for i in range(nl - 1, -1, -1):
+            t = clock()
+            net._backward(i, i)
+            _sync()
+            bwd[i] += clock() - t
+        backward_time += clock() - b0
+        _log.info(_CAFFE_CPP + ':392', 'Iteration: %d forward-backward time: %g ms.'
+                  % (j + 1, (clock() - iter_start) * 1000))
+    total = clock() - total_start
+    n = max(n, 1)
+    _log.info(_CAFFE_CPP + ':395', 'Average time per layer: ')
+    for i, name in enumerate(net._layer_names):
+        _log.info(_CAFFE_CPP + ':398', '%10s\tforward: %g ms.' % (name, fwd[i] * 1000 / n))
+        _log.info(_CAFFE_CPP + ':401', '%10s\tbackward: %g ms.' % (name, bwd[i] * 1000 / n))
+    _log.info(_CAFFE_CPP + ':406', 'Average Forward pass: %g ms.' % (forward_time * 1000 / n))
+    _log.info(_CAFFE_CPP + ':408', 'Average Backward pass: %g ms.' % (backward_time * 1000 / n))
+    _log.info(_CAFFE_CPP + ':410', 'Average Forward-Backward: %g ms.' % (total * 1000 / n))
+    _log.info(_CAFFE_CPP + ':412', 'Total Time: %g ms.' % (total * 1000))
+    _log.info(_CAFFE_CPP + ':413', '*** Benchmark ends ***')
+    return 0
+
+
+def device_query(args) -> int:
+    _log.info(_CAFFE_CPP + ':127', 'Querying GPUs ' + args.gpu)
+    gpus = _get_gpus(args.gpu)
+    if not _gpu_count():
+        _log.info(_CAFFE_CPP + ':130', 'PyTorch sees no GPU on this machine; CPU with %d threads'
+                  % torch.get_num_threads())
+        return 0
+    for g in gpus:
+        if torch.cuda.is_available():
+            prop = torch.cuda.get_device_properties(g)
+            lines = [('Device id', g), ('Major revision number', prop.major),
+                     ('Minor revision number', prop.minor), ('Name', prop.name),
+                     ('Total global memory', prop.total_memory),
+                     ('Multiprocessor count', prop.multi_processor_count)]
+        else:
+            lines = [('Device id', g), ('Name', 'Apple MPS')]
+        for k, v in lines:
+            _log.info('common.cpp:177', '%-29s%s' % (k + ':', v))
+    return 0
+
+
+COMMANDS: Dict[str, Callable] = {'train': train, 'test': test, 'time': time,
+                                 'device_query': device_query}
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Run one `caffe` command; returns the process exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(_normalize_flags(argv))
+    if not args.command:
+        sys.stderr.write(USAGE + '\n\n')
+        _parser().print_help(sys.stderr)
+        return 1
+    func = COMMANDS.get(args.command)
+    if func is None:
+        _log.error(_CAFFE_CPP + ':72', 'Available caffe actions:')
+        for name in sorted(COMMANDS):
+            _log.error(_CAFFE_CPP + ':74', '\t' + name)
+        _log.log('F', _CAFFE_CPP + ':76', 'Unknown action: ' + args.command)
+        return 1
+    try:
+        return func(args)
+    except _Fatal as e:
+        _log.log('F', _CAFFE_CPP, str(e))
+        return 1
+    except CaffeError as e:
+        _log.log('F', _CAFFE_CPP, '%s: %s' % (type(e).__name__, e))
+        return 1
