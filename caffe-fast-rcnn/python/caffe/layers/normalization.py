@@ -1,0 +1,424 @@
+"""Normalisation layers: LRN, BatchNorm, Scale, Bias, MVN, with Caffe's arithmetic.
+
+LRN is on the hot path of the ZF and VGG_CNN_M nets (norm1/norm2 right after the first
+convolutions, on the largest feature maps), so its forward and backward are written out
+with window sums built from shifted slices of a zero-padded tensor (a few element-wise
+adds, no pooling kernel and no autograd graph) and with Caffe's closed-form gradient.
+
+BatchNorm and MVN also write their own backward: BatchNorm because its forward updates
+the running statistics (recomputing it for a gradient would update them twice), MVN
+because Caffe's backward is its own formula (it ignores `eps` in the derivative). Scale
+and Bias are plain differentiable expressions and derive their backward from autograd.
+"""
+from __future__ import annotations
+
+from typing import List, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .. import _log
+from ..errors import NetError, ShapeError
+from ..layer import Layer
+from ..proto import caffe_pb2
+from .base import TorchLayer
+from .vision import canonical_axis
+from . import register
+
+_LRN = caffe_pb2.LRNParameter
+
+
+# ---- window sums ---------------------------------------------------------------------------
+
+def channel_window_sum(s: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum of `s` (N, C, H, W) over a window of `size` channels centred on each channel.
+
+    Channels outside [0, C) count as zeros, as in Caffe's padded_square buffer.
+    """
+    pad = (size - 1) // 2
+    c = s.shape[1]
+    if size == 1:
+        return s.clone()
+    sp = F.pad(s, (0, 0, 0, 0, pad, pad))
+    out = sp[:, 0:c] + sp[:, 1:c + 1]
+    for i in range(2, size):
+        out += sp[:, i:i + c]
+    return out
+
+
+def spatial_window_sum(s: torch.Tensor, size: int) -> torch.Tensor:
+    """Sum of `s` (N, C, H, W) over a size x size window centred on each pixel, zero-padded.
+
+    This is Caffe's AVE pooling with kernel `size`, stride 1 and pad (size-1)/2 times the
+    window area: with stride 1 every window ends inside the padded map, so Caffe always
+    divides by size*size, and the sum and the average differ by that constant only.
+    """
+    pad = (size - 1) // 2
+    h, w = s.shape[2], s.shape[3]
+    if size == 1:
+        return s.clone()
+    sp = F.pad(s, (pad, pad, pad, pad))
+    rows = sp[:, :, 0:h, :] + sp[:, :, 1:h + 1, :]
+    for i in range(2, size):
+        rows += sp[:, :, i:i + h, :]
+    out = rows[..., 0:w] + rows[..., 1:w + 1]
+    for j in range(2, size):
+        out += rows[..., j:j + w]
+    return out
+
+
+def _neg_pow(base: torch.Tensor, beta: float) -> torch.Tensor:
+    """base ** -beta; exp(-beta*log(base)) is about twice as fast as pow on the CPU."""
+    if beta == 0.75:
+        r = torch.rsqrt(base)
+        return r * torch.sqrt(r)
+    if beta == 0.5:
+        return torch.rsqrt(base)
+    return torch.exp(torch.log(base) * -beta)
+
+
+@register('LRN')
+class LRN(Layer):
+    """Local response normalisation, ACROSS_CHANNELS or WITHIN_CHANNEL.
+
+    across:  scale = k + alpha/n * sum of x^2 over n neighbouring channels
+    within:  scale = 1 + alpha/n^2 * sum of x^2 over an n x n neighbourhood (k unused)
+    top = x * scale^-beta;  bottom_diff = top_diff * scale^-beta
+          - 2*alpha*beta/n' * x * window_sum(top_diff * top / scale)  (n' = n or n^2)
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        p = self.layer_param.lrn_param
+        name = self.layer_param.name
+        self.size = int(p.local_size)
+        if self.size % 2 != 1:
+            raise NetError('layer %r: LRN only supports odd values for local_size (got %d)'
+                           % (name, self.size))
+        self.alpha = float(p.alpha)
+        self.beta = float(p.beta)
+        self.k = float(p.k)
+        self.region = p.norm_region
+        if self.region not in (_LRN.ACROSS_CHANNELS, _LRN.WITHIN_CHANNEL):
+            raise NetError('layer %r: Unknown normalization region.' % name)
+        self._saved = None
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) != 4:
+            raise ShapeError('layer %r: Input must have 4 axes, corresponding to (num, channels, '
+                             'height, width); got shape %s' % (self.layer_param.name, shape))
+        top[0].reshape(*shape)
+
+    def _scale(self, x: torch.Tensor) -> Tuple[torch.Tensor, float]:
+        """Caffe's scale_ blob and the window size n' that divides alpha."""
+        sq = x * x
+        if self.region == _LRN.ACROSS_CHANNELS:
+            n = float(self.size)
+            scale = channel_window_sum(sq, self.size)
+            shift = self.k
+        else:
+            n = float(self.size * self.size)
+            scale = spatial_window_sum(sq, self.size)
+            shift = 1.0
+        scale.mul_(self.alpha / n).add_(shift)
+        return scale, n
+
+    def forward(self, bottom, top):
+        x = bottom[0].tensor
+        scale, n = self._scale(x)
+        mult = _neg_pow(scale, self.beta)
+        y = x * mult
+        self._saved = (x, scale, mult, y, n)
+        top[0].set_tensor(y)
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        if self._saved is None:
+            raise NetError('layer %r: backward before forward' % self.layer_param.name)
+        x, scale, mult, y, n = self._saved
+        dy = top[0].diff_tensor
+        ratio = dy * y
+        ratio /= scale
+        if self.region == _LRN.ACROSS_CHANNELS:
+            acc = channel_window_sum(ratio, self.size)
+        else:
+            acc = spatial_window_sum(ratio, self.size)
+        del ratio
+        coeff = 2.0 * self.alpha * self.beta / n
+        dx = torch.addcmul(dy * mult, x, acc, value=-coeff)
+        bottom[0].set_diff_tensor(dx)
+
+
+# ---- BatchNorm -------------------------------------------------------------------------------
+
+@register('BatchNorm')
+class BatchNorm(Layer):
+    """Caffe's BatchNorm: normalisation only (a Scale layer after it learns gamma/beta).
+
+    Blobs: running mean sum, running variance sum, and the scale factor s; the statistics
+    in use are blob/s (0 when s is 0). TRAIN uses the batch's statistics and updates
+    s = s*f + 1, mean = batch_mean + f*mean, var = m/(m-1)*batch_var + f*var (m = values
+    per channel, f = moving_average_fraction); TEST (or use_global_stats) uses the stored
+    ones. The blobs are never learned: like Caffe, setup appends `param { lr_mult: 0 }`
+    for each blob the prototxt did not configure and rejects a non-zero lr_mult.
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        lp = self.layer_param
+        p = lp.batch_norm_param
+        self.fraction = float(p.moving_average_fraction)
+        self.use_global = self.phase == caffe_pb2.TEST
+        if p.HasField('use_global_stats'):
+            self.use_global = bool(p.use_global_stats)
+        shape = bottom[0].shape
+        self.channels = 1 if len(shape) == 1 else int(shape[1])
+        self.eps = float(p.eps)
+        if len(self.blobs):
+            _log.info('batch_norm_layer.cpp', 'Skipping parameter initialization')
+            want = [(self.channels,), (self.channels,), (1,)]
+            if len(self.blobs) != 3 or any(b.count != int(np.prod(s)) for b, s in zip(self.blobs, want)):
+                raise ShapeError('layer %r: BatchNorm needs 3 blobs of %d, %d and 1 values, got %s'
+                                 % (lp.name, self.channels, self.channels,
+                                    [b.shape for b in self.blobs]))
+        else:
+            from ..blob import Blob
+            for s in ((self.channels,), (self.channels,), (1,)):
+                self.blobs.append(Blob(s))
+        for i in range(len(self.blobs)):
+            if len(lp.param) == i:
+                lp.param.add().lr_mult = 0.0
+            elif lp.param[i].lr_mult != 0:
+                raise NetError('layer %r: Cannot configure batch normalization statistics as '
+                               'layer parameters (param %d has lr_mult %g; it must be 0).'
+                               % (lp.name, i, lp.param[i].lr_mult))
+        self._saved = None
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        if len(shape) > 1 and shape[1] != self.channels:
+            raise ShapeError('layer %r: bottom has %d channels, BatchNorm was set up for %d'
+                             % (self.layer_param.name, shape[1], self.channels))
+        top[0].reshape(*shape)
+
+    def _view(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0] if x.dim() else 1, self.channels, -1)
+
+    def forward(self, bottom, top):
+        x = bottom[0].tensor
+        x3 = self._view(x)
+        if self.use_global:
+            s = float(self.blobs[2].tensor.reshape(-1)[0])
+            factor = 0.0 if s == 0 else 1.0 / s
+            mean = self.blobs[0].tensor.reshape(-1) * factor
+            var = self.blobs[1].tensor.reshape(-1) * factor
+        else:
+            mean = x3.mean(dim=(0, 2))
+            centred = x3 - mean[None, :, None]
+            var = (centred * centred).mean(dim=(0, 2))
+            f = self.fraction
+            m = x.numel() // self.channels
+            correction = m / (m - 1.0) if m > 1 else 1.0
+            b0, b1, b2 = self.blobs
+            b2.set_tensor(b2.tensor * f + 1)
+            b0.set_tensor((b0.tensor.reshape(-1) * f + mean).reshape(b0.shape))
+            b1.set_tensor((b1.tensor.reshape(-1) * f + var * correction).reshape(b1.shape))
+        std = torch.sqrt(var + self.eps)
+        y = ((x3 - mean[None, :, None]) / std[None, :, None])
+        self._saved = (y, std)
+        top[0].set_tensor(y.reshape(x.shape))
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        y, std = self._saved
+        dy = self._view(top[0].diff_tensor)
+        if self.use_global:
+            dx = dy / std[None, :, None]
+        else:
+            mean_dy = dy.mean(dim=(0, 2), keepdim=True)
+            mean_dyy = (dy * y).mean(dim=(0, 2), keepdim=True)
+            dx = (dy - mean_dy - y * mean_dyy) / std[None, :, None]
+        bottom[0].set_diff_tensor(dx.reshape(bottom[0].shape))
+
+
+# ---- Scale and Bias ----------------------------------------------------------------------------
+
+def _param_span(shape: Sequence[int], axis: int, num_axes: int, what: str, layer: str) -> List[int]:
+    """The part of a bottom's shape that a learned scale/bias blob covers."""
+    if num_axes < -1:
+        raise NetError('layer %r: num_axes must be non-negative, or -1 to extend to the end of '
+                       'bottom[0]' % layer)
+    if num_axes >= 0 and len(shape) < axis + num_axes:
+        raise ShapeError("layer %r: %s blob's shape extends past bottom[0]'s shape when applied "
+                         'starting with bottom[0] axis = %d' % (layer, what, axis))
+    end = len(shape) if num_axes == -1 else axis + num_axes
+    return [int(d) for d in shape[axis:end]]
+
+
+def _broadcast_axis(x_shape, p_shape, axis_param: int, what: str, layer: str) -> int:
+    """Caffe's Reshape checks; returns the axis where the blob starts (0 for a scalar)."""
+    axis = 0 if len(p_shape) == 0 else canonical_axis(axis_param, len(x_shape), layer)
+    if len(x_shape) < axis + len(p_shape):
+        raise ShapeError("layer %r: %s blob's shape extends past bottom[0]'s shape when applied "
+                         'starting with bottom[0] axis = %d' % (layer, what, axis))
+    for i, d in enumerate(p_shape):
+        if x_shape[axis + i] != d:
+            raise ShapeError('layer %r: dimension mismatch between bottom[0]->shape(%d) and '
+                             '%s->shape(%d): %d vs %d'
+                             % (layer, axis + i, what, i, x_shape[axis + i], d))
+    return axis
+
+
+def _expand(p: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
+    """View `p` so it broadcasts against a blob of `ndim` axes from `axis` on."""
+    return p.reshape((1,) * axis + tuple(p.shape) + (1,) * (ndim - axis - p.dim()))
+
+
+@register('Bias')
+class Bias(TorchLayer):
+    """top = bottom[0] + b, b learned (one bottom) or given as bottom[1], broadcast from `axis`."""
+    min_bottom = 1
+    max_bottom = 2
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        lp = self.layer_param
+        p = lp.bias_param
+        if len(bottom) == 1:
+            axis = canonical_axis(p.axis, len(bottom[0].shape), lp.name)
+            shape = _param_span(bottom[0].shape, axis, p.num_axes, 'bias', lp.name)
+            if len(self.blobs):
+                _log.info('bias_layer.cpp', 'Skipping parameter initialization')
+            else:
+                self.add_param(shape, p.filler)
+
+    def reshape(self, bottom, top):
+        b_shape = bottom[1].shape if len(bottom) > 1 else self.blobs[0].shape
+        self.axis = _broadcast_axis(bottom[0].shape, b_shape, self.layer_param.bias_param.axis,
+                                    'bias', self.layer_param.name)
+        top[0].reshape(*bottom[0].shape)
+
+    def compute(self, x, b=None):
+        b = self.p[0] if b is None else b
+        return x + _expand(b, self.axis, x.dim())
+
+
+@register('Scale')
+class Scale(TorchLayer):
+    """top = bottom[0] * s (+ b), s learned (one bottom) or bottom[1], broadcast from `axis`.
+
+    The learned scale defaults to ones; with bias_term a bias blob of the same span (from
+    bias_filler, zeros by default) is the last parameter, as in Caffe's inner Bias layer.
+    """
+    min_bottom = 1
+    max_bottom = 2
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        lp = self.layer_param
+        p = lp.scale_param
+        x_shape = bottom[0].shape
+        self.bias_term = bool(p.bias_term)
+        if len(bottom) == 1:
+            axis = canonical_axis(p.axis, len(x_shape), lp.name)
+            span = _param_span(x_shape, axis, p.num_axes, 'scale', lp.name)
+            bias_span = span
+        else:
+            axis = canonical_axis(p.axis, len(x_shape), lp.name) if len(bottom[1].shape) else 0
+            bias_span = _param_span(x_shape, axis, len(bottom[1].shape), 'bias', lp.name)
+        n_want = (1 if len(bottom) == 1 else 0) + (1 if self.bias_term else 0)
+        if len(self.blobs):
+            _log.info('scale_layer.cpp', 'Skipping parameter initialization')
+            if len(self.blobs) != n_want:
+                raise ShapeError('layer %r: %d parameter blobs given, Scale with these settings '
+                                 'needs %d' % (lp.name, len(self.blobs), n_want))
+            return
+        if len(bottom) == 1:
+            filler = caffe_pb2.FillerParameter()
+            if p.HasField('filler'):
+                filler.CopyFrom(p.filler)
+            else:
+                filler.type = 'constant'
+                filler.value = 1.0
+            self.add_param(span, filler)
+        if self.bias_term:
+            self.add_param(bias_span, p.bias_filler)
+
+    def reshape(self, bottom, top):
+        lp = self.layer_param
+        s_shape = bottom[1].shape if len(bottom) > 1 else self.blobs[0].shape
+        x_shape = bottom[0].shape
+        self.axis = _broadcast_axis(x_shape, s_shape, lp.scale_param.axis, 'scale', lp.name)
+        if self.bias_term:
+            self.bias_axis = _broadcast_axis(x_shape, self.blobs[-1].shape, lp.scale_param.axis,
+                                             'bias', lp.name)
+        top[0].reshape(*x_shape)
+
+    def compute(self, x, s=None):
+        s = self.p[0] if s is None else s
+        y = x * _expand(s, self.axis, x.dim())
+        if self.bias_term:
+            y = y + _expand(self.p[-1], self.bias_axis, x.dim())
+        return y
+
+
+# ---- MVN -----------------------------------------------------------------------------------
+
+def _legacy_dims(shape: Sequence[int], layer: str) -> Tuple[int, int, int, int]:
+    """Caffe's num/channels/height/width: the first four axes, missing ones as 1."""
+    if len(shape) > 4:
+        raise ShapeError('layer %r: Cannot use legacy accessors on Blobs with > 4 axes (shape %s)'
+                         % (layer, tuple(shape)))
+    dims = list(shape) + [1] * (4 - len(shape))
+    return tuple(int(d) for d in dims)
+
+
+@register('MVN')
+class MVN(Layer):
+    """Mean-variance normalisation per (num, channel) or per num (across_channels).
+
+    y = (x - mean) / (sqrt(var) + eps) with the biased variance; Caffe adds eps to the
+    standard deviation, not to the variance. The top is shaped (num, channels, height,
+    width) as Caffe's Reshape does. Backward is Caffe's:
+    (dy - mean(dy) - y * mean(dy * y)) / (sqrt(var) + eps), or dy - mean(dy).
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        p = self.layer_param.mvn_param
+        self.normalize_variance = bool(p.normalize_variance)
+        self.across = bool(p.across_channels)
+        self.eps = float(p.eps)
+        self._saved = None
+
+    def reshape(self, bottom, top):
+        dims = _legacy_dims(bottom[0].shape, self.layer_param.name)
+        self.groups = dims[0] if self.across else dims[0] * dims[1]
+        top[0].reshape(*dims)
+
+    def forward(self, bottom, top):
+        x = bottom[0].tensor.reshape(self.groups, -1)
+        y = x - x.mean(dim=1, keepdim=True)
+        std = None
+        if self.normalize_variance:
+            std = torch.sqrt((y * y).mean(dim=1, keepdim=True)) + self.eps
+            y = y / std
+        self._saved = (y, std)
+        top[0].set_tensor(y.reshape(top[0].shape))
+
+    def backward(self, top, propagate_down, bottom):
+        if not propagate_down[0]:
+            return
+        y, std = self._saved
+        dy = top[0].diff_tensor.reshape(self.groups, -1)
+        dx = dy - dy.mean(dim=1, keepdim=True)
+        if self.normalize_variance:
+            dx = (dx - y * (dy * y).mean(dim=1, keepdim=True)) / std
+        bottom[0].set_diff_tensor(dx.reshape(bottom[0].shape))
