@@ -1,0 +1,1 @@
+"""Small helpers shared by the detector: image blobs, timers, box overlaps."""
