@@ -1,0 +1,55 @@
+#!/usr/bin/env python3
+"""Re-evaluate saved detections (py-faster-rcnn's tools/reval.py).
+
+    ./tools/reval.py output/default/voc_2007_test/VGG16_faster_rcnn_final --imdb voc_2007_test
+
+Reads OUTPUT_DIR/detections.pkl (written by test_net.py), optionally re-runs NMS, and
+prints the data set's evaluation (per-class AP and Mean AP for VOC). The pickle is read
+with an unpickler that only rebuilds lists and NumPy arrays.
+"""
+import _init_paths  # noqa: F401
+import argparse
+import os
+import sys
+
+from datasets.factory import get_imdb
+from fast_rcnn.config import cfg
+from fast_rcnn.test import apply_nms
+from utils.safe_pickle import load_arrays
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Re-evaluate results')
+    parser.add_argument('output_dir', nargs=1, help='results directory', type=str)
+    parser.add_argument('--imdb', dest='imdb_name', help='dataset to re-evaluate',
+                        default='voc_2007_test', type=str)
+    parser.add_argument('--matlab', dest='matlab_eval', help='use matlab for evaluation',
+                        action='store_true')
+    parser.add_argument('--comp', dest='comp_mode', help='competition mode', action='store_true')
+    parser.add_argument('--nms', dest='apply_nms', help='apply nms', action='store_true')
+    if argv is None and len(sys.argv) == 1:
+        parser.print_help()
+        sys.exit(1)
+    return parser.parse_args(argv)
+
+
+def from_dets(imdb_name, output_dir, args):
+    imdb = get_imdb(imdb_name)
+    imdb.competition_mode(args.comp_mode)
+    imdb.config['matlab_eval'] = args.matlab_eval
+    dets = load_arrays(os.path.join(output_dir, 'detections.pkl'))
+    if args.apply_nms:
+        print('Applying NMS to all detections')
+        dets = apply_nms(dets, cfg.TEST.NMS)
+    print('Evaluating detections')
+    return imdb.evaluate_detections(dets, output_dir)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    output_dir = os.path.abspath(args.output_dir[0])
+    return from_dets(args.imdb_name, output_dir, args)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,252 @@
+#!/usr/bin/env python3
+"""Train Faster R-CNN by 4-step alternating optimisation (py-faster-rcnn's
+tools/train_faster_rcnn_alt_opt.py).
+
+    Stage 1 RPN (init: ImageNet model) -> proposals -> Stage 1 Fast R-CNN (init: ImageNet)
+    Stage 2 RPN (init: stage 1 Fast R-CNN, shared convs frozen) -> proposals ->
+    Stage 2 Fast R-CNN (init: stage 2 RPN) -> <net>_faster_rcnn_final.caffemodel
+
+Each stage runs in its own child process, as in the original, so that every stage starts
+from a clean engine and config. `--ohem` trains the Fast R-CNN stages with online hard
+example mining (the stage*_fast_rcnn_ohem_* prototxts). `--iters a,b,c,d` overrides the
+stages' iteration counts (default 80000,40000,80000,40000).
+"""
+import _init_paths  # noqa: F401
+import argparse
+import multiprocessing as mp
+import os
+import pickle
+import pprint
+import shutil
+import sys
+
+import numpy as np
+
+from datasets.factory import get_imdb
+from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list, cfg_restore, cfg_snapshot, get_output_dir
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a Faster R-CNN network')
+    parser.add_argument('--gpu', dest='gpu_id', help='GPU device id to use [0]; -1 for the CPU',
+                        default=0, type=int)
+    parser.add_argument('--cpu', dest='cpu', help='run on the CPU', action='store_true')
+    parser.add_argument('--net_name', dest='net_name', help='network name (e.g., "ZF")',
+                        default=None, type=str)
+    parser.add_argument('--weights', dest='pretrained_model',
+                        help='initialize with pretrained model weights', default=None, type=str)
+    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
+    parser.add_argument('--imdb', dest='imdb_name', help='dataset to train on',
+                        default='voc_2007_trainval', type=str)
+    parser.add_argument('--ohem', dest='ohem', help='train the Fast R-CNN stages with OHEM',
+                        action='store_true')
+    parser.add_argument('--iters', dest='stage_iters', default=None, type=str,
+                        help='iterations of the four stages, comma separated')
+    parser.add_argument('--set', dest='set_cfgs', help='set config keys', default=None,
+                        nargs=argparse.REMAINDER)
+    if argv is None and len(sys.argv) == 1:
+        parser.print_help()
+        sys.exit(1)
+    return parser.parse_args(argv)
+
+
+def get_roidb(imdb_name, rpn_file=None):
+    from fast_rcnn.train import get_training_roidb
+    imdb = get_imdb(imdb_name)
+    print('Loaded dataset `{:s}` for training'.format(imdb.name))
+    imdb.set_proposal_method(cfg.TRAIN.PROPOSAL_METHOD)
+    print('Set proposal method: {:s}'.format(cfg.TRAIN.PROPOSAL_METHOD))
+    if rpn_file is not None:
+        imdb.config['rpn_file'] = rpn_file
+    roidb = get_training_roidb(imdb)
+    return roidb, imdb
+
+
+def get_solvers(net_name, ohem=False):
+    """Solver prototxts of the four stages, their iteration counts, and the RPN test net."""
+    n = 'faster_rcnn_alt_opt'
+    frcn = 'fast_rcnn_ohem_solver30k40k.pt' if ohem else 'fast_rcnn_solver30k40k.pt'
+    names = ['stage1_rpn_solver60k80k.pt', 'stage1_' + frcn, 'stage2_rpn_solver60k80k.pt', 'stage2_' + frcn]
+    solvers = [os.path.join(cfg.MODELS_DIR, net_name, n, s) for s in names]
+    max_iters = [80000, 40000, 80000, 40000]
+    rpn_test_prototxt = os.path.join(cfg.MODELS_DIR, net_name, n, 'rpn_test.pt')
+    missing = [s for s in solvers + [rpn_test_prototxt] if not os.path.exists(s)]
+    if missing:
+        raise FileNotFoundError('alt-opt prototxts not found for net %r under %s: %s'
+                                % (net_name, cfg.MODELS_DIR, ', '.join(missing)))
+    return solvers, max_iters, rpn_test_prototxt
+
+
+def _init_stage(cfg_state):
+    """In a stage's child process: take the parent's config, seed, choose the device."""
+    cfg_restore(cfg_state)
+    import caffe
+    from utils.device import setup_caffe_device
+    np.random.seed(cfg.RNG_SEED)
+    caffe.set_random_seed(cfg.RNG_SEED)
+    setup_caffe_device(cfg.GPU_ID)
+
+
+def train_rpn(queue=None, imdb_name=None, init_model=None, solver=None, max_iters=None, cfg_state=None):
+    """Train a Region Proposal Network in a separate training process."""
+    _init_stage(cfg_state)
+    # Not using any proposals, just ground-truth boxes
+    cfg.TRAIN.HAS_RPN = True
+    cfg.TRAIN.BBOX_REG = False  # applies only to Fast R-CNN bbox regression
+    cfg.TRAIN.PROPOSAL_METHOD = 'gt'
+    cfg.TRAIN.IMS_PER_BATCH = 1
+    cfg.TRAIN.USE_OHEM = False
+    print('Init model: {}'.format(init_model))
+    print('Using config:')
+    pprint.pprint(cfg)
+    from fast_rcnn.train import train_net
+    roidb, imdb = get_roidb(imdb_name)
+    print('roidb len: {}'.format(len(roidb)))
+    output_dir = get_output_dir(imdb)
+    print('Output will be saved to `{:s}`'.format(output_dir))
+    model_paths = train_net(solver, roidb, output_dir, pretrained_model=init_model,
+                            max_iters=max_iters)
+    for path in model_paths[:-1]:
+        os.remove(path)
+    queue.put({'model_path': model_paths[-1]})
+
+
+def rpn_generate(queue=None, imdb_name=None, rpn_model_path=None, rpn_test_prototxt=None, cfg_state=None):
+    """Use a trained RPN to generate proposals for every image of the data set."""
+    _init_stage(cfg_state)
+    cfg.TEST.RPN_PRE_NMS_TOP_N = -1     # no pre NMS filtering
+    cfg.TEST.RPN_POST_NMS_TOP_N = 2000  # limit top boxes after NMS
+    print('RPN model: {}'.format(rpn_model_path))
+    print('Using config:')
+    pprint.pprint(cfg)
+    import caffe
+    from rpn.generate import imdb_proposals
+    imdb = get_imdb(imdb_name)
+    print('Loaded dataset `{:s}` for proposal generation'.format(imdb.name))
+    rpn_net = caffe.Net(rpn_test_prototxt, rpn_model_path, caffe.TEST)
+    output_dir = get_output_dir(imdb)
+    print('Output will be saved to `{:s}`'.format(output_dir))
+    rpn_proposals = imdb_proposals(rpn_net, imdb)
+    rpn_net_name = os.path.splitext(os.path.basename(rpn_model_path))[0]
+    rpn_proposals_path = os.path.join(output_dir, rpn_net_name + '_proposals.pkl')
+    tmp = rpn_proposals_path + '.tmp'
+    with open(tmp, 'wb') as f:  # written and read back by this run only
+        pickle.dump([np.asarray(b) for b in rpn_proposals], f, pickle.HIGHEST_PROTOCOL)
+    os.replace(tmp, rpn_proposals_path)
+    print('Wrote RPN proposals to {}'.format(rpn_proposals_path))
+    queue.put({'proposal_path': rpn_proposals_path})
+
+
+def train_fast_rcnn(queue=None, imdb_name=None, init_model=None, solver=None, max_iters=None,
+                    cfg_state=None, rpn_file=None, ohem=False):
+    """Train a Fast R-CNN using proposals generated by an RPN."""
+    _init_stage(cfg_state)
+    cfg.TRAIN.HAS_RPN = False           # not generating proposals on-the-fly
+    cfg.TRAIN.PROPOSAL_METHOD = 'rpn'   # use pre-computed RPN proposals instead
+    cfg.TRAIN.IMS_PER_BATCH = 2
+    cfg.TRAIN.USE_OHEM = bool(ohem)
+    print('Init model: {}'.format(init_model))
+    print('RPN proposals: {}'.format(rpn_file))
+    print('Using config:')
+    pprint.pprint(cfg)
+    from fast_rcnn.train import train_net
+    roidb, imdb = get_roidb(imdb_name, rpn_file=rpn_file)
+    output_dir = get_output_dir(imdb)
+    print('Output will be saved to `{:s}`'.format(output_dir))
+    model_paths = train_net(solver, roidb, output_dir, pretrained_model=init_model,
+                            max_iters=max_iters)
+    for path in model_paths[:-1]:
+        os.remove(path)
+    queue.put({'model_path': model_paths[-1]})
+
+
+def _run_stage(target, **kwargs):
+    """Run one stage in a fresh process and return what it reports."""
+    ctx = mp.get_context('spawn')
+    queue = ctx.Queue()
+    kwargs['queue'] = queue
+    kwargs['cfg_state'] = cfg_snapshot()
+    p = ctx.Process(target=target, kwargs=kwargs)
+    p.start()
+    try:
+        while True:
+            try:
+                out = queue.get(timeout=5)
+                break
+            except Exception:
+                if not p.is_alive():
+                    raise RuntimeError('stage %s failed (exit code %s); see the log above'
+                                       % (target.__name__, p.exitcode)) from None
+    finally:
+        p.join()
+    return out
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print('Called with args:')
+    print(args)
+    if args.cfg_file is not None:
+        cfg_from_file(args.cfg_file)
+    if args.set_cfgs is not None:
+        cfg_from_list(args.set_cfgs)
+    cfg.GPU_ID = -1 if args.cpu else args.gpu_id
+    if args.net_name is None:
+        sys.exit('train_faster_rcnn_alt_opt.py: --net_name is required')
+    solvers, max_iters, rpn_test_prototxt = get_solvers(args.net_name, args.ohem)
+    if args.stage_iters:
+        max_iters = [int(x) for x in args.stage_iters.split(',')]
+        if len(max_iters) != 4:
+            sys.exit('--iters needs four comma-separated numbers, one per stage')
+
+    def banner(text):
+        print('~' * 70)
+        print(text)
+        print('~' * 70)
+
+    banner('Stage 1 RPN, init from ImageNet model')
+    cfg.TRAIN.SNAPSHOT_INFIX = 'stage1'
+    rpn_stage1_out = _run_stage(train_rpn, imdb_name=args.imdb_name, init_model=args.pretrained_model,
+                                solver=solvers[0], max_iters=max_iters[0])
+
+    banner('Stage 1 RPN, generate proposals')
+    rpn_stage1_out.update(_run_stage(rpn_generate, imdb_name=args.imdb_name,
+                                     rpn_model_path=str(rpn_stage1_out['model_path']),
+                                     rpn_test_prototxt=rpn_test_prototxt))
+
+    banner('Stage 1 Fast R-CNN using RPN proposals, init from ImageNet model')
+    cfg.TRAIN.SNAPSHOT_INFIX = 'stage1'
+    fast_rcnn_stage1_out = _run_stage(train_fast_rcnn, imdb_name=args.imdb_name,
+                                      init_model=args.pretrained_model, solver=solvers[1],
+                                      max_iters=max_iters[1], rpn_file=rpn_stage1_out['proposal_path'],
+                                      ohem=args.ohem)
+
+    banner('Stage 2 RPN, init from stage 1 Fast R-CNN model')
+    cfg.TRAIN.SNAPSHOT_INFIX = 'stage2'
+    rpn_stage2_out = _run_stage(train_rpn, imdb_name=args.imdb_name,
+                                init_model=str(fast_rcnn_stage1_out['model_path']),
+                                solver=solvers[2], max_iters=max_iters[2])
+
+    banner('Stage 2 RPN, generate proposals')
+    rpn_stage2_out.update(_run_stage(rpn_generate, imdb_name=args.imdb_name,
+                                     rpn_model_path=str(rpn_stage2_out['model_path']),
+                                     rpn_test_prototxt=rpn_test_prototxt))
+
+    banner('Stage 2 Fast R-CNN, init from stage 2 RPN R-CNN model')
+    cfg.TRAIN.SNAPSHOT_INFIX = 'stage2'
+    fast_rcnn_stage2_out = _run_stage(train_fast_rcnn, imdb_name=args.imdb_name,
+                                      init_model=str(rpn_stage2_out['model_path']),
+                                      solver=solvers[3], max_iters=max_iters[3],
+                                      rpn_file=rpn_stage2_out['proposal_path'], ohem=args.ohem)
+
+    # Create final model (just a copy of the last stage)
+    final_path = os.path.join(os.path.dirname(fast_rcnn_stage2_out['model_path']),
+                              args.net_name + '_faster_rcnn_final.caffemodel')
+    print('cp {} -> {}'.format(fast_rcnn_stage2_out['model_path'], final_path))
+    shutil.copy(fast_rcnn_stage2_out['model_path'], final_path)
+    print('Final model: {}'.format(final_path))
+    return final_path
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,94 @@
+#!/usr/bin/env python3
+"""Train a Fast R-CNN or end-to-end Faster R-CNN network (py-faster-rcnn's tools/train_net.py).
+
+    ./tools/train_net.py --gpu 0 --solver models/.../solver.prototxt \
+        --weights data/imagenet_models/VGG16.v2.caffemodel --imdb voc_2007_trainval \
+        --iters 70000 --cfg experiments/cfgs/faster_rcnn_end2end.yml
+
+`--gpu -1` (or `--cpu`) trains on the CPU.
+"""
+import _init_paths  # noqa: F401
+import argparse
+import pprint
+import sys
+
+import numpy as np
+
+import caffe
+import datasets.imdb
+from datasets.factory import get_imdb
+from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list, get_output_dir
+from fast_rcnn.train import get_training_roidb, train_net
+from utils.device import setup_caffe_device
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='Train a Fast R-CNN network')
+    parser.add_argument('--gpu', dest='gpu_id', help='GPU device id to use [0]; -1 for the CPU',
+                        default=0, type=int)
+    parser.add_argument('--cpu', dest='cpu', help='run on the CPU', action='store_true')
+    parser.add_argument('--solver', dest='solver', help='solver prototxt', default=None, type=str)
+    parser.add_argument('--iters', dest='max_iters', help='number of iterations to train',
+                        default=40000, type=int)
+    parser.add_argument('--weights', dest='pretrained_model',
+                        help='initialize with pretrained model weights', default=None, type=str)
+    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
+    parser.add_argument('--imdb', dest='imdb_name', help='dataset to train on',
+                        default='voc_2007_trainval', type=str)
+    parser.add_argument('--rand', dest='randomize', help='randomize (do not use a fixed seed)',
+                        action='store_true')
+    parser.add_argument('--set', dest='set_cfgs', help='set config keys', default=None,
+                        nargs=argparse.REMAINDER)
+    if argv is None and len(sys.argv) == 1:
+        parser.print_help()
+        sys.exit(1)
+    return parser.parse_args(argv)
+
+
+def combined_roidb(imdb_names):
+    """The training roidb of one imdb or of several joined by '+' (e.g. voc_2007_trainval+voc_2012_trainval)."""
+    def get_roidb(imdb_name):
+        imdb = get_imdb(imdb_name)
+        print('Loaded dataset `{:s}` for training'.format(imdb.name))
+        imdb.set_proposal_method(cfg.TRAIN.PROPOSAL_METHOD)
+        print('Set proposal method: {:s}'.format(cfg.TRAIN.PROPOSAL_METHOD))
+        return get_training_roidb(imdb)
+
+    roidbs = [get_roidb(s) for s in imdb_names.split('+')]
+    roidb = roidbs[0]
+    if len(roidbs) > 1:
+        for r in roidbs[1:]:
+            roidb.extend(r)
+        imdb = datasets.imdb.imdb(imdb_names, get_imdb(imdb_names.split('+')[1]).classes)
+    else:
+        imdb = get_imdb(imdb_names)
+    return imdb, roidb
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    print('Called with args:')
+    print(args)
+    if args.cfg_file is not None:
+        cfg_from_file(args.cfg_file)
+    if args.set_cfgs is not None:
+        cfg_from_list(args.set_cfgs)
+    setup_caffe_device(args.gpu_id, args.cpu)
+    print('Using config:')
+    pprint.pprint(cfg)
+    if not args.randomize:
+        # fix the random seeds (numpy and caffe) for reproducibility
+        np.random.seed(cfg.RNG_SEED)
+        caffe.set_random_seed(cfg.RNG_SEED)
+    if args.solver is None:
+        sys.exit('train_net.py: --solver is required')
+    imdb, roidb = combined_roidb(args.imdb_name)
+    print('{:d} roidb entries'.format(len(roidb)))
+    output_dir = get_output_dir(imdb)
+    print('Output will be saved to `{:s}`'.format(output_dir))
+    train_net(args.solver, roidb, output_dir, pretrained_model=args.pretrained_model,
+              max_iters=args.max_iters)
+
+
+if __name__ == '__main__':
+    main()
