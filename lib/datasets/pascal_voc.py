@@ -91,7 +91,8 @@ class pascal_voc(imdb):
     # ------------------------------------------------------------------ paths
     def _missing(self, what: str, path: str) -> FileNotFoundError:
         hint = self._setup_hint or (
-            'Put the PASCAL VOC {y} devkit there: extract the VOC{y} trainval and test '
+            'Put the PASCAL VOC {y} devkit there: for 2007 run '
+            '`data/scripts/fetch_voc2007.sh`; otherwise extract the VOC{y} trainval/test '
             'tarballs and the devkit into one folder "VOCdevkit" and link it, e.g. '
             '`ln -s /path/to/VOCdevkit {d}`. To try the pipeline without VOC, make the '
             'toy data set with `python data/scripts/make_toy_dataset.py` and use '
@@ -227,9 +228,9 @@ class pascal_voc(imdb):
                                                 self.name + '.mat'))
         if not os.path.exists(filename):
             raise FileNotFoundError(
-                'data set {}: selective search data not found at: {} (fetch the '
-                "selective search boxes into data/selective_search_data/, or use RPN "
-                "proposals: TRAIN.PROPOSAL_METHOD 'rpn' or 'gt')".format(self.name, filename))
+                'data set {}: selective search data not found at: {} (fetch it with '
+                '`data/scripts/fetch_selective_search_data.sh`, or use RPN proposals: '
+                "TRAIN.PROPOSAL_METHOD 'rpn' or 'gt')".format(self.name, filename))
         try:
             import scipy.io as sio  # only this legacy MATLAB format needs SciPy
         except ImportError:

@@ -40,11 +40,19 @@ def bbox_overlaps(boxes: np.ndarray, query_boxes: np.ndarray) -> np.ndarray:
     for s in range(0, n, step):
         e = min(n, s + step)
         bx1, by1, bx2, by2 = (boxes[s:e, j][:, np.newaxis] for j in range(4))
-        iw = np.minimum(bx2, qx2) - np.maximum(bx1, qx1) + 1
-        ih = np.minimum(by2, qy2) - np.maximum(by1, qy1) + 1
-        pos = (iw > 0) & (ih > 0)
-        inter = iw * ih
-        ua = b_area[s:e] + q_area - inter
-        with np.errstate(divide='ignore', invalid='ignore'):
-            overlaps[s:e] = np.where(pos, inter / ua, 0.0)
+        # In-place steps keep temporaries few.  Values are the original's:
+        # iw = min(x2) - max(x1) + 1, inter = iw * ih, ua = (area_b + area_q) - inter,
+        # IoU = inter / ua only where iw > 0 and ih > 0 (clamping makes inter 0 elsewhere).
+        iw = np.minimum(bx2, qx2)
+        iw -= np.maximum(bx1, qx1)
+        iw += 1
+        np.maximum(iw, 0, out=iw)
+        ih = np.minimum(by2, qy2)
+        ih -= np.maximum(by1, qy1)
+        ih += 1
+        np.maximum(ih, 0, out=ih)
+        iw *= ih  # intersection
+        ua = b_area[s:e] + q_area
+        ua -= iw
+        np.divide(iw, ua, out=overlaps[s:e], where=iw > 0)
     return overlaps
