@@ -17,7 +17,12 @@ $(STAMP): requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	@touch $(STAMP)
 
-setup: $(STAMP)
+NMS_KERNEL := lib/nms/_nms_kernel.so
+
+$(NMS_KERNEL): lib/nms/nms_kernel.c $(STAMP)
+	$(PY) lib/nms/compiled.py
+
+setup: $(STAMP) $(NMS_KERNEL)
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS) tests

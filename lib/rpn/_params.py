@@ -6,11 +6,20 @@ from typing import Any, Dict
 import yaml
 
 
+class _Loader(yaml.SafeLoader):
+    """safe_load plus `!!python/tuple`, which py-faster-rcnn's COCO prototxts use
+    ("'scales': !!python/tuple [4, 8, 16, 32]"); it builds a tuple, nothing else."""
+
+
+_Loader.add_constructor('tag:yaml.org,2002:python/tuple',
+                        lambda loader, node: tuple(loader.construct_sequence(node)))
+
+
 def layer_params(layer: Any) -> Dict[str, Any]:
     """The layer's param_str as a dict; a clear error if it is not a YAML mapping."""
     text = getattr(layer, 'param_str_', None) or getattr(layer, 'param_str', '') or ''
     try:
-        value = yaml.safe_load(text) if text.strip() else {}
+        value = yaml.load(text, Loader=_Loader) if text.strip() else {}
     except yaml.YAMLError as e:
         raise ValueError('%s: param_str %r is not valid YAML: %s' % (type(layer).__name__, text, e)) from None
     if value is None:

@@ -71,9 +71,9 @@ def proposals(fg_scores, deltas, im_info, anchors, feat_stride, pre_nms_top_n, p
     if pre_nms_top_n > 0:
         order = order[:pre_nms_top_n]
     boxes, scores = boxes[order], scores[order]
-    keep = nms(np.hstack((boxes, scores)).astype(np.float32), nms_thresh)
-    if post_nms_top_n > 0:
-        keep = keep[:post_nms_top_n]
+    # Only the first post_nms_top_n survivors are used: NMS stops there.
+    keep = nms(np.hstack((boxes, scores)).astype(np.float32), nms_thresh,
+               max_keep=post_nms_top_n if post_nms_top_n > 0 else None)
     return boxes[keep], scores[keep]
 
 
