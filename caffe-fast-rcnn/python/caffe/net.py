@@ -155,6 +155,8 @@ class Net:
                     tid = self._add_blob(tname, Blob())
                     self._blob_need_backward.append(False)
                 tids.append(tid)
+                if lp.type == 'Input':  # as Caffe: Input layer tops are net inputs
+                    self._inputs.append(tid)
                 available.add(tname)
             self._bottom_ids.append(bids)
             self._top_ids.append(tids)
@@ -218,17 +220,17 @@ class Net:
         except Exception as e:
             raise _layer_error(lp, 'setup', e) from e
         # Loss weights: loss layers weigh their first top 1 by default.
-        weights = list(lp.loss_weight)
-        if not weights and layer.is_loss:
-            weights = [1.0]
-        if len(weights) > len(top):
+        loss_weights = list(lp.loss_weight)
+        if not loss_weights and layer.is_loss:
+            loss_weights = [1.0]
+        if len(loss_weights) > len(top):
             raise NetError('%s: layer %r has %d loss_weight values for %d tops'
-                           % (self._source, name, len(weights), len(top)))
-        weights += [0.0] * (len(top) - len(weights))
-        for t, w in zip(top, weights):
+                           % (self._source, name, len(loss_weights), len(top)))
+        loss_weights += [0.0] * (len(top) - len(loss_weights))
+        for t, w in zip(top, loss_weights):
             if w:
                 t.diff_tensor.fill_(w)
-        self._loss_weights.append(weights)
+        self._loss_weights.append(loss_weights)
 
     def _append_param(self, li: int, pi: int) -> None:
         lp = self._param.layer[li]
