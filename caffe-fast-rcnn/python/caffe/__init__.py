@@ -21,6 +21,8 @@ from .solver import (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,  #
 
 __version__ = '1.0.0'
 
-# Modules being written; imported here once they exist:
-# from . import io
-# from .net_spec import layers, params, NetSpec, to_proto
+# pycaffe's helper modules and its Classifier/Detector wrappers.
+from . import io  # noqa: F401,E402
+from .net_spec import layers, params, NetSpec, to_proto  # noqa: F401,E402
+from .classifier import Classifier  # noqa: F401,E402
+from .detector import Detector  # noqa: F401,E402

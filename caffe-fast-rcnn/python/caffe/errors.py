@@ -27,5 +27,9 @@ class ShapeError(CaffeError):
     """Blob or parameter shapes that do not fit a layer."""
 
 
-class LayerError(CaffeError):
-    """An error raised while a layer ran, with the layer's name attached."""
+class LayerError(CaffeError, RuntimeError):
+    """An error raised while a layer ran, with the layer's name attached.
+
+    Also a RuntimeError: pycaffe surfaces any exception from a layer (a Python layer's
+    included) as RuntimeError, and scripts catch it as such.
+    """
