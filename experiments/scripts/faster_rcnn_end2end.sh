@@ -1,0 +1,39 @@
+#!/bin/bash
+# Usage:
+# ./experiments/scripts/faster_rcnn_end2end.sh GPU NET DATASET [options args to {train,test}_net.py]
+# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU.
+#
+# Example:
+# ./experiments/scripts/faster_rcnn_end2end.sh 0 VGG_CNN_M_1024 pascal_voc \
+#   --set EXP_DIR foobar RNG_SEED 42 TRAIN.SCALES "[400, 500, 600, 700]"
+# ./experiments/scripts/faster_rcnn_end2end.sh -1 ToyNet toy
+
+set -x
+set -e
+cd "$(dirname "$0")/../.."
+source experiments/scripts/_common.sh faster_rcnn_end2end "$@"
+
+case $DATASET in
+  pascal_voc) ITERS=70000 ;;
+  coco) ITERS=490000 ;;
+  toy) ITERS=${TOY_ITERS:-3000} ;;
+esac
+
+time ./tools/train_net.py --gpu ${GPU_ID} \
+  --solver models/${PT_DIR}/${NET}/faster_rcnn_end2end/solver.prototxt \
+  ${WEIGHTS_ARGS} \
+  --imdb ${TRAIN_IMDB} \
+  --iters ${ITERS} \
+  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_end2end.yml \
+  ${EXTRA_ARGS}
+
+set +x
+NET_FINAL=`grep -B 1 "done solving" ${LOG} | grep "Wrote snapshot" | awk '{print $4}'`
+set -x
+
+time ./tools/test_net.py --gpu ${GPU_ID} \
+  --def models/${PT_DIR}/${NET}/faster_rcnn_end2end/test.prototxt \
+  --net ${NET_FINAL} \
+  --imdb ${TEST_IMDB} \
+  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_end2end.yml \
+  ${EXTRA_ARGS}
