@@ -63,6 +63,16 @@ SOLVER = ('net: "net.prototxt" base_lr: 0.05 momentum: 0.9 weight_decay: 0.001 l
           'random_seed: 11 solver_mode: CPU')
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture
 def workdir(tmp_path, monkeypatch):
     (tmp_path / 'tool_feed.py').write_text(LAYER)

@@ -28,6 +28,16 @@ TAGS = ('solver.cpp', 'sgd_solver.cpp', 'caffe.cpp')
 pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED), reason='shared conformance logs absent')
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def solver_lines(text):
     """(tag, message with values blanked) for solver/tool lines, plus the parameter block."""
     out = []

@@ -51,6 +51,16 @@ class FixedBatches(caffe.Layer):
 '''
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(autouse=True)
 def data_layer_module(tmp_path_factory, monkeypatch):
     d = tmp_path_factory.getbasetemp() / 'solver_layers'
@@ -172,8 +182,9 @@ def solver_text_of(kind, p):
     return ' '.join(lines)
 
 
-def check_against_reference(kind, p, iters=5, rtol=2e-4, **net_kw):
+def check_against_reference(kind, p, iters=5, rtol=2e-4, fused=True, **net_kw):
     solver = make_solver(solver_text_of(kind, p), **net_kw)
+    solver.use_fused_sgd = fused
     net_param = caffe_pb2.NetParameter()
     from google.protobuf import text_format
     text_format.Merge(net_text(**net_kw), net_param)
@@ -209,6 +220,7 @@ BASE = {'base_lr': 0.05, 'lr_policy': 'fixed', 'weight_decay': 0.004}
 
 @pytest.mark.parametrize('kind,extra', [
     ('SGD', {'momentum': 0.9}),
+    ('SGD', {'momentum': 0.0}),
     ('Nesterov', {'momentum': 0.9}),
     ('AdaGrad', {}),
     ('RMSProp', {'rms_decay': 0.95}),
@@ -220,16 +232,39 @@ def test_every_solver_type_follows_caffe(kind, extra):
     check_against_reference(kind, p)
 
 
-@pytest.mark.parametrize('kind', ['SGD', 'Adam'])
-def test_iter_size_accumulates_and_normalises(kind):
+@pytest.mark.parametrize('kind,fused', [('SGD', True), ('SGD', False), ('Adam', False)])
+def test_iter_size_accumulates_and_normalises(kind, fused):
     p = dict(BASE, momentum=0.9, iter_size=3)
-    check_against_reference(kind, p, batches=3)
+    check_against_reference(kind, p, batches=3, fused=fused)
 
 
-@pytest.mark.parametrize('clip', [0.05, 1e6])
-def test_clip_gradients_by_global_norm(clip):
+def test_sgd_step_by_step_path_follows_caffe():
+    p = dict(BASE, momentum=0.9, lr_policy='step', gamma=0.5, stepsize=2)
+    check_against_reference('SGD', p, fused=False)
+
+
+def test_sgd_paths_agree_and_diff_holds_the_update_as_in_caffe():
+    text = 'type: "SGD" base_lr: 0.05 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed"'
+    fused, plain = make_solver(text), make_solver(text)
+    plain.use_fused_sgd = False
+    for a, b in zip(fused.net._learnable_params, plain.net._learnable_params):
+        b.data[...] = a.data
+    before = [b.data.copy() for b in plain.net._learnable_params]
+    fused.step(3)
+    plain.step(3)
+    for a, b in zip(fused.net._learnable_params, plain.net._learnable_params):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-7)
+    for h, b in zip(plain._history, plain.net._learnable_params):
+        np.testing.assert_array_equal(b.diff, h.numpy())   # Caffe: diff = update after a step
+    plain.step(1)
+    for b, w0 in zip(plain.net._learnable_params, before):
+        assert b.diff.shape == w0.shape
+
+
+@pytest.mark.parametrize('clip,kind', [(0.05, 'SGD'), (1e6, 'SGD'), (0.05, 'Nesterov')])
+def test_clip_gradients_by_global_norm(clip, kind):
     p = dict(BASE, momentum=0.9, clip_gradients=clip, iter_size=2)
-    check_against_reference('SGD', p)
+    check_against_reference(kind, p)
 
 
 def test_l1_regularisation():
@@ -504,3 +539,18 @@ def test_snapshot_files_are_caffe_messages(tmp_path, monkeypatch):
     assert list(conv.blobs[0].shape.dim) == [4, 3, 3, 3]
     np.testing.assert_array_equal(np.array(conv.blobs[0].diff, np.float32).reshape(4, 3, 3, 3),
                                   s.net.params['conv'][0].diff)
+
+
+def test_requested_actions_snapshot_and_stop(tmp_path, monkeypatch):
+    """What SIGHUP (snapshot) and SIGINT (stop) do in `caffe train`: the solver polls an
+    action function once per iteration; a stop still snapshots, as Caffe's Solve does."""
+    from caffe.solver import SolverAction
+    monkeypatch.chdir(tmp_path)
+    s = make_solver('type: "SGD" base_lr: 0.05 momentum: 0.9 lr_policy: "fixed" max_iter: 50 '
+                    'snapshot_prefix: "act"', batches=1)
+    script = {2: SolverAction.SNAPSHOT, 4: SolverAction.STOP}
+    s.set_action_function(lambda: script.get(s.iter, SolverAction.NONE))
+    s.solve()
+    assert s.iter == 4
+    assert sorted(os.listdir('.')) == ['act_iter_2.caffemodel', 'act_iter_2.solverstate',
+                                       'act_iter_4.caffemodel', 'act_iter_4.solverstate']

@@ -51,6 +51,16 @@ class Feed(caffe.Layer):
 '''
 
 
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
+    import torch
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 def net(dim=8, hidden=5, nan_at=-1):
     return '''name: "safe"
     layer { name: "data" type: "Python" top: "data" top: "label"

@@ -47,6 +47,7 @@ __all__ = ['Solver', 'SGDSolver', 'NesterovSolver', 'AdaGradSolver', 'RMSPropSol
            'SolverAction']
 
 _SOLVER_CPP = 'solver.cpp'
+_FUSED_SGD = getattr(torch, '_fused_sgd_', None)
 _SGD_CPP = 'sgd_solver.cpp'
 
 
@@ -562,6 +563,34 @@ class Solver:
         raise NotImplementedError
 
 
+_FUSED_SGD_OK: Dict[tuple, bool] = {}
+
+
+def _fused_sgd_works(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch's fused SGD kernel exists for this device and float type and computes
+    buf = m*buf + (1-dampening)*(g + wd*w); w -= lr*buf (checked once on a tiny example)."""
+    key = (str(device), dtype)
+    ok = _FUSED_SGD_OK.get(key)
+    if ok is None:
+        ok = False
+        if _FUSED_SGD is not None:
+            try:
+                w = torch.tensor([1.0, -2.0], dtype=dtype, device=device)
+                g = torch.tensor([0.5, 0.25], dtype=dtype, device=device)
+                h = torch.tensor([0.1, 0.2], dtype=dtype, device=device)
+                _FUSED_SGD([w], [g], [h], weight_decay=0.5, momentum=0.9, lr=1.0, dampening=0.75,
+                           nesterov=False, maximize=False, is_first_step=False)
+                want_h = torch.tensor([0.09 + 0.25 * 1.0, 0.18 + 0.25 * -0.75], dtype=torch.float64)
+                ok = (torch.allclose(h.double().cpu(), want_h, atol=1e-6)
+                      and torch.allclose(w.double().cpu(), torch.tensor([1.0, -2.0]).double() - want_h,
+                                         atol=1e-6)
+                      and torch.equal(g.cpu(), torch.tensor([0.5, 0.25], dtype=dtype)))
+            except (RuntimeError, NotImplementedError, TypeError):
+                ok = False
+        _FUSED_SGD_OK[key] = ok
+    return ok
+
+
 def _iter_speed_style() -> bool:
     """BVLC master prints `Iteration N (x iter/s, ys/M iters), loss = v`; the fork (and by
     default, we) print `Iteration N, loss = v`. CAFFE_LOG_ITER_SPEED=1 selects the former."""
@@ -670,6 +699,8 @@ class SGDSolver(Solver):
         active = self._active_indices()
         if not active:
             return
+        if self._fused_update(active, ws, gs, rate):
+            return
         w_act = [ws[i] for i in active]
         g_act = [gs[i] for i in active]
         if p.iter_size > 1:
@@ -677,6 +708,41 @@ class SGDSolver(Solver):
         self._regularize(active, ws, gs)
         self._compute_update_value(active, w_act, g_act, rate)
         torch._foreach_sub_(w_act, g_act)
+
+    # Set False to always run the step-by-step path (whose diffs end up holding the update,
+    # as Caffe's do); the fused path leaves the gradient in the diffs instead.
+    use_fused_sgd = True
+
+    def _fused_update(self, active: List[int], ws, gs, rate: float) -> bool:
+        """Plain SGD in one pass per tensor with torch's fused SGD kernel.
+
+        Caffe's update h = m*h + lr*(g/k + d*w); w -= h (k = iter_size, d the local decay)
+        is torch's SGD with dampening 1 - lr/k, weight decay d*k and step size 1:
+        buf = m*buf + (lr/k)*(g + d*k*w); w -= buf. That reads w, g and h once and writes w
+        and h once, instead of Caffe's five separate passes. Used for type SGD with momentum
+        and L2 (or no) regularisation; anything else takes the step-by-step path.
+        """
+        p = self._param
+        if (type(self) is not SGDSolver or not self.use_fused_sgd or p.momentum == 0
+                or _FUSED_SGD is None):
+            return False
+        k = p.iter_size
+        groups: Dict[tuple, List[int]] = {}
+        for i in active:
+            local_decay = _f32(p.weight_decay * self._decay_mults[i])
+            if local_decay and p.regularization_type != 'L2':
+                return False
+            groups.setdefault((_f32(rate * self._lr_mults[i]), local_decay), []).append(i)
+        if not _fused_sgd_works(ws[active[0]].device, ws[active[0]].dtype):
+            return False
+        for (local_rate, local_decay), idx in groups.items():
+            _FUSED_SGD([ws[i] for i in idx], [gs[i] for i in idx],
+                       [self._history[i] for i in idx], weight_decay=local_decay * k,
+                       momentum=p.momentum, lr=1.0, dampening=1.0 - local_rate / k,
+                       nesterov=False, maximize=False, is_first_step=False)
+        for i in active:
+            self._hist_zero[i] = False
+        return True
 
     def _sync_history_devices(self, ws: Sequence[torch.Tensor]) -> None:
         n = len(ws)
