@@ -123,6 +123,8 @@ class Solver:
     """Caffe's Solver: nets, the training loop, testing, snapshots. Subclasses update weights."""
 
     type = ''
+    # Caffe trains on through a NaN loss and snapshots NaN weights; we stop (see _diverged).
+    stop_on_nonfinite_loss = True
 
     def __init__(self, spec, *_ignored):
         param, source = _as_solver_param(spec)
@@ -158,6 +160,10 @@ class Solver:
         self._last_snapshot: Optional[tuple] = None
         self._net = self._init_train_net()
         self._test_nets = self._init_test_nets()
+        for w in param.weights:   # BVLC master: weights to start from, listed in the solver
+            _log.info(_SOLVER_CPP + ':129', 'Loading weights from ' + w)
+            for net in [self._net] + self._test_nets:
+                net.copy_from(w)
         _log.info(_SOLVER_CPP + ':60', 'Solver scaffolding done.')
         self._iter = 0
         self._current_step = 0
@@ -365,7 +371,7 @@ class Solver:
                 timer = time.perf_counter()
                 iterations_last = self._iter
                 self._log_outputs(net, 'Train', _SOLVER_CPP + ':245', None)
-            if not math.isfinite(loss):
+            if not math.isfinite(loss) and self.stop_on_nonfinite_loss:
                 self._diverged(loss)
             for cb in self._callbacks:
                 cb.on_gradients_ready()
@@ -515,7 +521,10 @@ class Solver:
         else:
             model = self._snapshot_filename('.caffemodel')
             _log.info(_SOLVER_CPP + ':456', 'Snapshotting to binary proto file ' + model)
-            protoio.write_binary(model, _weights.net_to_proto(self._net, p.snapshot_diff))
+            if p.snapshot_diff:
+                protoio.write_binary(model, _weights.net_to_proto(self._net, True))
+            else:
+                _weights.save_caffemodel(self._net, model)   # streamed, atomic
             state = self._snapshot_solver_state_binary(model)
         self._last_snapshot = (model, state)
 
@@ -561,6 +570,46 @@ class Solver:
 
     def apply_update(self) -> None:
         raise NotImplementedError
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def _solver_state_chunks(it: int, learned_net: str, current_step: int,
+                         history: Sequence[np.ndarray]) -> list:
+    """A SolverState message as byte chunks whose large parts are views of the history
+    arrays, so VGG16's half a gigabyte of history is written without being copied into a
+    protobuf message and then into one bytes object (what SerializeToString would do).
+
+    Wire layout (caffe.proto): iter = 1, learned_net = 2, history = 3 (BlobProto: packed
+    data = 5 or double_data = 8, shape = 7), current_step = 4.
+    """
+    head = caffe_pb2.SolverState(iter=it, learned_net=learned_net).SerializeToString()
+    chunks: list = [head]
+    for arr in history:
+        double = arr.dtype == np.float64
+        flat = np.ascontiguousarray(arr, dtype='<f8' if double else '<f4').reshape(-1)
+        shape = caffe_pb2.BlobShape(dim=list(arr.shape)).SerializeToString()
+        parts = [b'\x3a' + _varint(len(shape)) + shape]      # shape (7)
+        body = []
+        if flat.size:
+            body = [_varint(((8 if double else 5) << 3) | 2) + _varint(flat.nbytes),
+                    memoryview(flat).cast('B')]
+        size = sum(len(c) if isinstance(c, bytes) else c.nbytes for c in body + parts)
+        chunks.append(b'\x1a' + _varint(size))                # history (3)
+        chunks.extend(body + parts)
+    chunks.append(caffe_pb2.SolverState(current_step=current_step).SerializeToString()
+                  if current_step else b'')
+    return chunks
 
 
 _FUSED_SGD_OK: Dict[tuple, bool] = {}
@@ -813,16 +862,15 @@ class SGDSolver(Solver):
 
     # ---- state files ---------------------------------------------------------------------
     def _snapshot_solver_state_binary(self, model_filename: str) -> str:
-        state = caffe_pb2.SolverState()
-        state.iter = self._iter
-        state.learned_net = model_filename
-        state.current_step = self._current_step
-        for h in self._history:
-            arr = h.detach().cpu().numpy()
-            state.history.append(_weights.blob_to_proto(arr))
         path = self._snapshot_filename('.solverstate')
         _log.info(_SGD_CPP + ':273', 'Snapshotting solver state to binary proto file ' + path)
-        protoio.write_binary(path, state)
+        chunks = _solver_state_chunks(self._iter, model_filename, self._current_step,
+                                      [h.detach().cpu().numpy() for h in self._history])
+        write_chunks = getattr(protoio, 'atomic_write_chunks', None)
+        if write_chunks is not None:
+            write_chunks(path, chunks)
+        else:
+            protoio.atomic_write(path, b''.join(bytes(c) for c in chunks))
         return path
 
     def _snapshot_solver_state_hdf5(self, model_filename: str) -> str:
