@@ -554,3 +554,16 @@ def test_requested_actions_snapshot_and_stop(tmp_path, monkeypatch):
     assert s.iter == 4
     assert sorted(os.listdir('.')) == ['act_iter_2.caffemodel', 'act_iter_2.solverstate',
                                        'act_iter_4.caffemodel', 'act_iter_4.solverstate']
+
+
+def test_snapshot_prefix_defaults_follow_bvlc(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / 'net.prototxt').write_text(SIMPLE_NET)
+    (tmp_path / 'out').mkdir()
+    (tmp_path / 'plain.prototxt').write_text('net: "net.prototxt" base_lr: 0.1 lr_policy: "fixed"')
+    (tmp_path / 'dir.prototxt').write_text('net: "net.prototxt" base_lr: 0.1 lr_policy: "fixed" '
+                                           'snapshot_prefix: "out"')
+    caffe.get_solver('plain.prototxt').snapshot()
+    caffe.get_solver('dir.prototxt').snapshot()
+    assert os.path.isfile('plain_iter_0.caffemodel')
+    assert os.path.isfile(os.path.join('out', 'dir_iter_0.solverstate'))

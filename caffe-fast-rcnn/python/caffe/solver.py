@@ -138,6 +138,14 @@ class Solver:
     # ---- construction ------------------------------------------------------------------------
     def _init(self, param: caffe_pb2.SolverParameter) -> None:
         from google.protobuf import text_format
+        if self._source:
+            # As BVLC master reads solver files: no prefix means the solver file's path
+            # without extension; a prefix naming a folder gets the file's stem appended.
+            stem = os.path.splitext(self._source)[0]
+            if not param.HasField('snapshot_prefix'):
+                param.snapshot_prefix = stem
+            elif os.path.isdir(param.snapshot_prefix):
+                param.snapshot_prefix = os.path.join(param.snapshot_prefix, os.path.basename(stem))
         _log.info(_SOLVER_CPP + ':48', 'Initializing solver from parameters: \n'
                   + text_format.MessageToString(param).rstrip('\n'))
         self._param = param
@@ -145,9 +153,6 @@ class Solver:
             raise SolverError('average_loss should be non-negative.')
         if param.iter_size < 1:
             raise SolverError('iter_size must be at least 1, got %d' % param.iter_size)
-        if not param.HasField('snapshot_prefix') and self._source:
-            # As BVLC master: no prefix means the solver file's path without extension.
-            param.snapshot_prefix = os.path.splitext(self._source)[0]
         self._check_snapshot_write_permissions()
         if param.random_seed >= 0:
             _config.set_random_seed(param.random_seed)
@@ -158,6 +163,7 @@ class Solver:
         self._smoothed_loss = 0.0
         self._learning_rate = 0.0
         self._last_snapshot: Optional[tuple] = None
+        self._display_clock: Optional[tuple] = None
         self._net = self._init_train_net()
         self._test_nets = self._init_test_nets()
         for w in param.weights:   # BVLC master: weights to start from, listed in the solver
@@ -340,8 +346,9 @@ class Solver:
         self._losses = []
         self._smoothed_loss = 0.0
         self._learning_rate = 0.0
-        timer = time.perf_counter()
-        iterations_last = self._iter
+        if self._display_clock is None:
+            # Kept across step() calls: py-faster-rcnn drives training with step(1).
+            self._display_clock = (time.perf_counter(), self._iter)
         net = self._net
         while self._iter < stop_iter:
             net.clear_param_diffs()
@@ -359,7 +366,8 @@ class Solver:
             loss /= p.iter_size
             self._update_smoothed_loss(loss, start_iter, average_loss)
             if display:
-                lapse = time.perf_counter() - timer
+                since, iterations_last = self._display_clock
+                lapse = time.perf_counter() - since
                 if _iter_speed_style():
                     per_s = (self._iter - iterations_last) / (lapse or 1.0)
                     _log.info(_SOLVER_CPP + ':243', 'Iteration %d (%s iter/s, %ss/%d iters), loss = %s'
@@ -368,8 +376,7 @@ class Solver:
                 else:
                     _log.info(_SOLVER_CPP + ':229', 'Iteration %d, loss = %s'
                               % (self._iter, _g(self._smoothed_loss)))
-                timer = time.perf_counter()
-                iterations_last = self._iter
+                self._display_clock = (time.perf_counter(), self._iter)
                 self._log_outputs(net, 'Train', _SOLVER_CPP + ':245', None)
             if not math.isfinite(loss) and self.stop_on_nonfinite_loss:
                 self._diverged(loss)

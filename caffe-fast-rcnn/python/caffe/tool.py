@@ -155,7 +155,10 @@ class _SignalHandler:
 
     def __enter__(self) -> '_SignalHandler':
         for sig in self._effects:
-            self._old[sig] = signal.signal(sig, self._handle)
+            try:
+                self._old[sig] = signal.signal(sig, self._handle)
+            except ValueError:   # not the main thread: signals stay as they are
+                pass
         return self
 
     def __exit__(self, *exc) -> None:
