@@ -110,7 +110,7 @@ class Arch:
 
     def __init__(self, name, body, feat, stride, rpn_conv, pooled, fc, frozen, prefix,
                  conv_fillers=None, fc_fillers=None, anchor_scales=None, anchor_ratios=None,
-                 pretrained=None):
+                 pretrained=None, relu_slope=0.0):
         self.name, self.body, self.feat, self.stride = name, body, feat, stride
         self.rpn_conv, self.pooled, self.fc, self.frozen = rpn_conv, pooled, fc, frozen
         self.prefix = prefix                      # snapshot prefix: zf, vgg16, vgg_cnn_m_1024
@@ -119,6 +119,13 @@ class Arch:
         self.anchor_scales = anchor_scales
         self.anchor_ratios = anchor_ratios
         self.pretrained = pretrained
+        # Leaky ReLUs keep units of a net trained from scratch from dying (the toy net).
+        self.relu_slope = relu_slope
+
+    def relu(self, name: str, blob: str, **extra) -> str:
+        if self.relu_slope:
+            extra['relu_param'] = {'negative_slope': self.relu_slope}
+        return layer(name, 'ReLU', [blob], [blob], **extra)
 
     @property
     def feat_channels(self) -> int:
@@ -133,14 +140,17 @@ class Arch:
                 _, _, n, k, s, p = spec
                 cp = {'num_output': n, 'kernel_size': k, 'pad': p, 'stride': s}
                 if self.conv_fillers:
-                    cp['weight_filler'] = dict(self.conv_fillers)
+                    # The first conv sees raw pixels (mean-subtracted, std ~60), not unit
+                    # variance inputs: scale its weights so its outputs start near 1.
+                    first = last == data
+                    cp['weight_filler'] = gaussian(0.002) if first else dict(self.conv_fillers)
                     cp['bias_filler'] = dict(CONST0)
                 frozen = freeze_all or name in self.frozen
                 out.append(layer(name, 'Convolution', [last], [name],
                                  param=FROZEN if frozen else TRAINABLE, convolution_param=cp))
                 last = name
             elif kind == 'relu':
-                out.append(layer(name, 'ReLU', [last], [last]))
+                out.append(self.relu(name, last))
             elif kind == 'lrn':
                 _, _, size, alpha, beta, region, k = spec
                 p = {'local_size': size, 'alpha': alpha, 'beta': beta}
@@ -205,7 +215,7 @@ ARCHS: Dict[str, Arch] = {
         ('conv', 'conv4', 128, 3, 1, 1), ('relu', 'relu4')],
         feat='conv4', stride=8, rpn_conv=128, pooled=6, fc=(256, 256), frozen=(), prefix='toynet',
         conv_fillers={'type': 'msra'}, fc_fillers={'type': 'msra'},
-        anchor_scales=(2, 4, 8)),
+        anchor_scales=(2, 4, 8), relu_slope=0.1),
 }
 
 # ---------------------------------------------------------------------------------------
@@ -245,7 +255,7 @@ def rpn_head(arch: Arch, frozen=False, scales=None) -> str:
         layer('rpn_conv/3x3', 'Convolution', [arch.feat], ['rpn/output'], param=p,
               convolution_param={'num_output': arch.rpn_conv, 'kernel_size': 3, 'pad': 1, 'stride': 1,
                                  'weight_filler': gaussian(std), 'bias_filler': dict(CONST0)}),
-        layer('rpn_relu/3x3', 'ReLU', ['rpn/output'], ['rpn/output']),
+        arch.relu('rpn_relu/3x3', 'rpn/output'),
         layer('rpn_cls_score', 'Convolution', ['rpn/output'], ['rpn_cls_score'], param=p,
               convolution_param={'num_output': 2 * a, 'kernel_size': 1, 'pad': 0, 'stride': 1,
                                  'weight_filler': gaussian(std), 'bias_filler': dict(CONST0)}),
@@ -331,7 +341,7 @@ def roi_head(arch: Arch, num_classes: int, rois='rois', suffix='', shared_names=
         name = 'fc%d' % i
         out.append(layer(name + s, 'InnerProduct', [last], [name + s], **pd, param=params(name),
                          inner_product_param=_fc_param(arch, n, 0.01, False)))
-        out.append(layer('relu%d' % i + s, 'ReLU', [name + s], [name + s], **pd))
+        out.append(arch.relu('relu%d' % i + s, name + s, **pd))
         if dropout:
             out.append(layer('drop%d' % i + s, 'Dropout', [name + s], [name + s], **pd,
                              dropout_param={'dropout_ratio': 0.5}))
@@ -386,7 +396,7 @@ def dummy_fc(arch: Arch) -> str:
               dummy_data_param={'shape': {'dim': [1, dim]}, 'data_filler': gaussian(0.01)}),
         layer('fc6', 'InnerProduct', ['dummy_roi_pool_conv5'], ['fc6'], param=FROZEN,
               inner_product_param=_fc_param(arch, arch.fc[0], 0.01, False)),
-        layer('relu6', 'ReLU', ['fc6'], ['fc6']),
+        arch.relu('relu6', 'fc6'),
         layer('fc7', 'InnerProduct', ['fc6'], ['fc7'], param=FROZEN,
               inner_product_param=_fc_param(arch, arch.fc[1], 0.01, False)),
         layer('silence_fc7', 'Silence', ['fc7']),
@@ -462,7 +472,8 @@ def rpn_test(arch):
             + '#========= RPN ============\n' + rpn_head(arch) + rpn_proposals(arch, tops=('rois', 'scores')))
 
 
-def solver(net_path, stepsize, prefix, base_lr=0.001, iter_size=None, net_key='train_net', extra=None):
+def solver(net_path, stepsize, prefix, base_lr=0.001, iter_size=None, net_key='train_net', extra=None,
+           clip=None):
     lines = ['%s: "%s"' % (net_key, net_path), 'base_lr: %s' % _value(base_lr), 'lr_policy: "step"',
              'gamma: 0.1', 'stepsize: %d' % stepsize, 'display: 20', 'average_loss: 100',
              'momentum: 0.9', 'weight_decay: 0.0005',
@@ -471,6 +482,9 @@ def solver(net_path, stepsize, prefix, base_lr=0.001, iter_size=None, net_key='t
              'snapshot_prefix: "%s"' % prefix]
     if iter_size:
         lines.append('iter_size: %d' % iter_size)
+    if clip:
+        lines.append('# Trained from scratch: clip the gradient norm so early steps cannot blow up')
+        lines.append('clip_gradients: %s' % _value(float(clip)))
     for k, v in (extra or {}).items():
         lines.append('%s: %s' % (k, _value(v)))
     return '\n'.join(lines) + '\n'
@@ -482,31 +496,34 @@ def files_for(root: str, arch: Arch, nc: int, toy=False, coco_scales=None) -> Di
     p = arch.prefix
     out: Dict[str, str] = {}
     # Toy nets train from scratch: a larger learning rate, steps sized for short runs.
-    lr_e2e = 0.01 if toy else 0.001
+    lr_e2e = 0.003 if toy else 0.001
+
+    def sol(*args, **kwargs):
+        return solver(*args, clip=10 if toy else None, **kwargs)
     if root != 'coco' or True:
         e = d + '/faster_rcnn_end2end'
         out[e + '/train.prototxt'] = end2end_train(arch, nc, coco_scales)
         out[e + '/test.prototxt'] = end2end_test(arch, nc, coco_scales)
-        out[e + '/solver.prototxt'] = solver('models/%s/train.prototxt' % e,
+        out[e + '/solver.prototxt'] = sol('models/%s/train.prototxt' % e,
                                              2000 if toy else (350000 if root == 'coco' else 50000),
                                              p + '_faster_rcnn', lr_e2e,
                                              iter_size=2 if (arch.name == 'VGG16' and root == 'coco') else None)
         o = d + '/faster_rcnn_end2end_ohem'
         out[o + '/train.prototxt'] = end2end_train(arch, nc, coco_scales, ohem=True)
         out[o + '/test.prototxt'] = end2end_test(arch, nc, coco_scales)
-        out[o + '/solver.prototxt'] = solver('models/%s/train.prototxt' % o,
+        out[o + '/solver.prototxt'] = sol('models/%s/train.prototxt' % o,
                                              2000 if toy else (350000 if root == 'coco' else 50000),
                                              p + '_faster_rcnn_ohem', lr_e2e)
     f = d + '/fast_rcnn'
     out[f + '/train.prototxt'] = fast_rcnn_train(arch, nc)
     out[f + '/test.prototxt'] = fast_rcnn_test(arch, nc)
-    out[f + '/solver.prototxt'] = solver('models/%s/train.prototxt' % f,
+    out[f + '/solver.prototxt'] = sol('models/%s/train.prototxt' % f,
                                          1500 if toy else (200000 if root == 'coco' else 30000),
                                          p + '_fast_rcnn', lr_e2e)
     fo = d + '/fast_rcnn_ohem'
     out[fo + '/train.prototxt'] = fast_rcnn_train(arch, nc, ohem=True)
     out[fo + '/test.prototxt'] = fast_rcnn_test(arch, nc)
-    out[fo + '/solver.prototxt'] = solver('models/%s/train.prototxt' % fo,
+    out[fo + '/solver.prototxt'] = sol('models/%s/train.prototxt' % fo,
                                           1500 if toy else (200000 if root == 'coco' else 30000),
                                           p + '_fast_rcnn_ohem', lr_e2e)
     if root == 'coco':
@@ -518,11 +535,11 @@ def files_for(root: str, arch: Arch, nc: int, toy=False, coco_scales=None) -> Di
         out[a + '/stage%d_rpn_train.pt' % stage] = rpn_train(arch, nc, frozen)
         out[a + '/stage%d_fast_rcnn_train.pt' % stage] = fast_rcnn_train(arch, nc, freeze_convs=frozen, with_rpn=True)
         out[a + '/stage%d_fast_rcnn_ohem_train.pt' % stage] = fast_rcnn_train(arch, nc, ohem=True, freeze_convs=frozen, with_rpn=True)
-        out[a + '/stage%d_rpn_solver60k80k.pt' % stage] = solver(
+        out[a + '/stage%d_rpn_solver60k80k.pt' % stage] = sol(
             'models/%s/stage%d_rpn_train.pt' % (a, stage), rpn_step, p + '_rpn', lr_e2e)
-        out[a + '/stage%d_fast_rcnn_solver30k40k.pt' % stage] = solver(
+        out[a + '/stage%d_fast_rcnn_solver30k40k.pt' % stage] = sol(
             'models/%s/stage%d_fast_rcnn_train.pt' % (a, stage), frcn_step, p + '_fast_rcnn', lr_e2e)
-        out[a + '/stage%d_fast_rcnn_ohem_solver30k40k.pt' % stage] = solver(
+        out[a + '/stage%d_fast_rcnn_ohem_solver30k40k.pt' % stage] = sol(
             'models/%s/stage%d_fast_rcnn_ohem_train.pt' % (a, stage), frcn_step, p + '_fast_rcnn_ohem', lr_e2e)
     out[a + '/rpn_test.pt'] = rpn_test(arch)
     out[a + '/faster_rcnn_test.pt'] = end2end_test(arch, nc)
