@@ -143,11 +143,16 @@ def time_solver(param_net: caffe_pb2.NetParameter, kind: str, iters: int):
         t = time.perf_counter()
         solver.step(1)
         steps.append(time.perf_counter() - t)
+    clears = []
     for _ in range(iters):
         t = time.perf_counter()
         solver.apply_update()
         updates.append(time.perf_counter() - t)
-    return n, trainable, float(np.median(steps)), float(np.median(updates))
+        t = time.perf_counter()
+        solver.net.clear_param_diffs()
+        clears.append(time.perf_counter() - t)
+    return (n, trainable, float(np.median(steps)), float(np.median(updates)),
+            float(np.median(clears)))
 
 
 def main() -> None:
@@ -162,11 +167,12 @@ def main() -> None:
     caffe.set_random_seed(0)
     import torch
     full = read(args.prototxt)
-    n, trainable, step_s, update_s = time_solver(parameter_net(full), args.type, args.iters)
-    print('parameters: %.1fM floats (%.1fM trainable), torch threads %d'
-          % (n / 1e6, trainable / 1e6, torch.get_num_threads()))
-    print('%s solver overhead per iteration: %.1f ms (step without forward/backward; '
-          'apply_update alone %.1f ms)' % (args.type, step_s * 1e3, update_s * 1e3))
+    n, trainable, step_s, update_s, clear_s = time_solver(parameter_net(full), args.type, args.iters)
+    print('parameters: %.1fM floats (%.1fM trainable), torch threads %d, load average %.1f'
+          % (n / 1e6, trainable / 1e6, torch.get_num_threads(), os.getloadavg()[0]))
+    print('%s solver overhead per iteration: %.1f ms (step without forward/backward; of which '
+          'apply_update %.1f ms, clear_param_diffs %.1f ms)'
+          % (args.type, step_s * 1e3, update_s * 1e3, clear_s * 1e3))
     if args.no_fb:
         return
     param, dropped = fb_net(full)
