@@ -16,7 +16,7 @@ and resized with OpenCV, keeping pycaffe's conventions: float32 results, images 
 """
 from __future__ import annotations
 
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 

@@ -27,7 +27,7 @@ bottoms. `P.<Type>.<ENUM>` gives enum constants of `<Type>Parameter`.
 from __future__ import annotations
 
 from collections import Counter, OrderedDict
-from typing import Any, Dict, Optional, Tuple, Union
+from typing import Any, Dict, Tuple, Union
 
 import numpy as np
 
