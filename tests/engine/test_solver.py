@@ -184,7 +184,7 @@ def solver_text_of(kind, p):
 
 def check_against_reference(kind, p, iters=5, rtol=2e-4, fused=True, **net_kw):
     solver = make_solver(solver_text_of(kind, p), **net_kw)
-    solver.use_fused_sgd = fused
+    solver.use_fused_update = fused
     net_param = caffe_pb2.NetParameter()
     from google.protobuf import text_format
     text_format.Merge(net_text(**net_kw), net_param)
@@ -226,13 +226,16 @@ BASE = {'base_lr': 0.05, 'lr_policy': 'fixed', 'weight_decay': 0.004}
     ('RMSProp', {'rms_decay': 0.95}),
     ('AdaDelta', {'momentum': 0.95, 'delta': 1e-6, 'base_lr': 1.0}),
     ('Adam', {'momentum': 0.9, 'momentum2': 0.999, 'delta': 1e-8}),
+    ('Adam', {'momentum': 0.8, 'momentum2': 0.99, 'delta': 1e-3, 'fused': False}),
 ])
 def test_every_solver_type_follows_caffe(kind, extra):
     p = dict(BASE, **extra)
-    check_against_reference(kind, p)
+    fused = p.pop('fused', True)
+    check_against_reference(kind, p, fused=fused)
 
 
-@pytest.mark.parametrize('kind,fused', [('SGD', True), ('SGD', False), ('Adam', False)])
+@pytest.mark.parametrize('kind,fused', [('SGD', True), ('SGD', False), ('Adam', True),
+                                        ('Adam', False)])
 def test_iter_size_accumulates_and_normalises(kind, fused):
     p = dict(BASE, momentum=0.9, iter_size=3)
     check_against_reference(kind, p, batches=3, fused=fused)
@@ -246,7 +249,7 @@ def test_sgd_step_by_step_path_follows_caffe():
 def test_sgd_paths_agree_and_diff_holds_the_update_as_in_caffe():
     text = 'type: "SGD" base_lr: 0.05 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed"'
     fused, plain = make_solver(text), make_solver(text)
-    plain.use_fused_sgd = False
+    plain.use_fused_update = False
     for a, b in zip(fused.net._learnable_params, plain.net._learnable_params):
         b.data[...] = a.data
     before = [b.data.copy() for b in plain.net._learnable_params]

@@ -48,6 +48,7 @@ __all__ = ['Solver', 'SGDSolver', 'NesterovSolver', 'AdaGradSolver', 'RMSPropSol
 
 _SOLVER_CPP = 'solver.cpp'
 _FUSED_SGD = getattr(torch, '_fused_sgd_', None)
+_FUSED_ADAM = getattr(torch, '_fused_adam_', None)
 _SGD_CPP = 'sgd_solver.cpp'
 
 
@@ -647,6 +648,39 @@ def _fused_sgd_works(device: torch.device, dtype: torch.dtype) -> bool:
     return ok
 
 
+def _fused_adam_works(device: torch.device, dtype: torch.dtype) -> bool:
+    """Whether torch's fused Adam kernel exists here and computes, with grad_scale s and
+    t = state step: g' = g/s + wd*w; m = lerp(m, g', 1-b1); v = b2*v + (1-b2)*g'^2;
+    w -= lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps) (checked once on a tiny example)."""
+    key = ('adam', str(device), dtype)
+    ok = _FUSED_SGD_OK.get(key)
+    if ok is None:
+        ok = False
+        if _FUSED_ADAM is not None:
+            try:
+                mk = lambda *v: torch.tensor(v, dtype=dtype, device=device)  # noqa: E731
+                w, g, m, v = mk(1.0, -2.0), mk(0.5, 0.25), mk(0.1, 0.2), mk(0.01, 0.02)
+                step = torch.tensor(3.0, device=device)
+                scale = torch.tensor(2.0, device=device)
+                _FUSED_ADAM([w], [g], [m], [v], [], [step], lr=0.1, beta1=0.9, beta2=0.999,
+                            weight_decay=0.5, eps=1e-3, amsgrad=False, maximize=False,
+                            grad_scale=scale, found_inf=None)
+                g2 = torch.tensor([0.25 + 0.5, 0.125 - 1.0], dtype=torch.float64)
+                m2 = 0.9 * torch.tensor([0.1, 0.2], dtype=torch.float64) + 0.1 * g2
+                v2 = 0.999 * torch.tensor([0.01, 0.02], dtype=torch.float64) + 0.001 * g2 * g2
+                c2 = math.sqrt(1 - 0.999 ** 3)
+                w2 = torch.tensor([1.0, -2.0], dtype=torch.float64) - \
+                    0.1 / (1 - 0.9 ** 3) * m2 / (v2.sqrt() / c2 + 1e-3)
+                ok = (torch.allclose(w.double().cpu(), w2, rtol=1e-5, atol=1e-7)
+                      and torch.allclose(m.double().cpu(), m2, rtol=1e-5)
+                      and torch.allclose(v.double().cpu(), v2, rtol=1e-5)
+                      and float(step) == 3.0)
+            except (RuntimeError, NotImplementedError, TypeError):
+                ok = False
+        _FUSED_SGD_OK[key] = ok
+    return ok
+
+
 def _iter_speed_style() -> bool:
     """BVLC master prints `Iteration N (x iter/s, ys/M iters), loss = v`; the fork (and by
     default, we) print `Iteration N, loss = v`. CAFFE_LOG_ITER_SPEED=1 selects the former."""
@@ -766,8 +800,8 @@ class SGDSolver(Solver):
         torch._foreach_sub_(w_act, g_act)
 
     # Set False to always run the step-by-step path (whose diffs end up holding the update,
-    # as Caffe's do); the fused path leaves the gradient in the diffs instead.
-    use_fused_sgd = True
+    # as Caffe's do); the fused paths (SGD, Adam) leave the gradient in the diffs instead.
+    use_fused_update = True
 
     def _fused_update(self, active: List[int], ws, gs, rate: float) -> bool:
         """Plain SGD in one pass per tensor with torch's fused SGD kernel.
@@ -779,8 +813,9 @@ class SGDSolver(Solver):
         and L2 (or no) regularisation; anything else takes the step-by-step path.
         """
         p = self._param
-        if (type(self) is not SGDSolver or not self.use_fused_sgd or p.momentum == 0
-                or _FUSED_SGD is None):
+        if (type(self) is not SGDSolver or not self.use_fused_update or p.momentum == 0
+                or _FUSED_SGD is None or any(ws[i].device != ws[active[0]].device
+                                             or ws[i].dtype != ws[active[0]].dtype for i in active)):
             return False
         k = p.iter_size
         groups: Dict[tuple, List[int]] = {}
@@ -1057,6 +1092,43 @@ class AdamSolver(SGDSolver):
     type = 'Adam'
     _history_per_param = 2
     _skips_frozen = False
+
+    def _fused_update(self, active: List[int], ws, gs, rate: float) -> bool:
+        """Caffe's Adam with torch's fused Adam kernel, one pass per tensor.
+
+        torch divides by sqrt(v)/sqrt(1-b2^t) + eps where Caffe divides by sqrt(v) + eps
+        after scaling by sqrt(1-b2^t); the two agree when torch's eps is Caffe's delta
+        / sqrt(1-b2^t). Caffe's normalisation by iter_size is the kernel's grad_scale and
+        its L2 regularisation the kernel's (non-decoupled) weight decay.
+        """
+        p = self._param
+        if not self.use_fused_update or _FUSED_ADAM is None:
+            return False
+        dev, dt = ws[active[0]].device, ws[active[0]].dtype
+        groups: Dict[tuple, List[int]] = {}
+        for i in active:
+            local_decay = _f32(p.weight_decay * self._decay_mults[i])
+            if local_decay and p.regularization_type != 'L2':
+                return False
+            if ws[i].device != dev or ws[i].dtype != dt:
+                return False
+            groups.setdefault((_f32(rate * self._lr_mults[i]), local_decay), []).append(i)
+        if not _fused_adam_works(dev, dt):
+            return False
+        n = len(self._net._learnable_params)
+        t = self._iter + 1
+        eps = p.delta / math.sqrt(1.0 - math.pow(p.momentum2, t))
+        step = torch.tensor(float(t), device=dev)
+        scale = torch.tensor(float(p.iter_size), device=dev) if p.iter_size > 1 else None
+        for (local_rate, local_decay), idx in groups.items():
+            _FUSED_ADAM([ws[i] for i in idx], [gs[i] for i in idx],
+                        [self._history[i] for i in idx], [self._history[n + i] for i in idx],
+                        [], [step] * len(idx), lr=local_rate, beta1=p.momentum,
+                        beta2=p.momentum2, weight_decay=local_decay, eps=eps, amsgrad=False,
+                        maximize=False, grad_scale=scale, found_inf=None)
+        for i in active:
+            self._hist_zero[i] = self._hist_zero[n + i] = False
+        return True
 
     def _compute_update_value(self, active, ws, gs, rate) -> None:
         p = self._param
