@@ -118,6 +118,24 @@ def test_lrn_gradient(region, n):
     check_net_gradients(one_layer(layer, (2, 4, 3, 5)), {'x': R.randn(2, 4, 3, 5)})
 
 
+@pytest.mark.parametrize('region,n', [('ACROSS_CHANNELS', 5), ('WITHIN_CHANNEL', 3)])
+def test_lrn_block_by_block_equals_whole(monkeypatch, region, n):
+    # Large maps are processed in slabs; cut this small one into many (one or two rows
+    # or channels each) and compare with the reference and the finite differences.
+    import importlib
+    monkeypatch.setattr(importlib.import_module('caffe.layers.normalization'), '_BLOCK', 25)
+    x = R.randn(2, 5, 4, 6)
+    layer = ('layer { name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: %d '
+             'alpha: 0.5 beta: 0.8 k: 1.5 norm_region: %s } }' % (n, region))
+    net = make_net(one_layer(layer, x.shape), {'x': x})
+    if region == 'WITHIN_CHANNEL':
+        want = lrn_within_reference(x, n, 0.5, 0.8)
+    else:
+        want = lrn_across_reference(x, n, 0.5, 0.8, 1.5)
+    np.testing.assert_allclose(net.blobs['y'].data, want, rtol=1e-10)
+    check_net_gradients(one_layer(layer, x.shape), {'x': x})
+
+
 def test_lrn_float32_matches_float64():
     x = R.randn(1, 8, 6, 5)
     text = one_layer('layer { name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { '
