@@ -171,10 +171,13 @@ def test_batchnorm_train_statistics_and_running_average():
     np.testing.assert_allclose(bn[0].data, mean, rtol=1e-12)
     np.testing.assert_allclose(bn[1].data, var * m / (m - 1.0), rtol=1e-12)
     np.testing.assert_allclose(bn[2].data, [1.0])
-    # A second pass: s = 0.5 * 1 + 1, blobs = batch stat + 0.5 * old blob.
+    # A second pass: s = 0.5 * 1 + 1, blobs = batch stat + 0.5 * old blob; updated in
+    # place, so an array taken from .data before the pass sees the new values.
     x2 = R.randn(3, 2, 2, 2)
+    held = bn[0].data
     net.blobs['x'].data[...] = x2
     net.forward()
+    np.testing.assert_allclose(held, x2.mean(axis=(0, 2, 3)) + 0.5 * mean, rtol=1e-12)
     np.testing.assert_allclose(bn[2].data, [1.5])
     np.testing.assert_allclose(bn[0].data, x2.mean(axis=(0, 2, 3)) + 0.5 * mean, rtol=1e-12)
     np.testing.assert_allclose(bn[1].data, x2.var(axis=(0, 2, 3)) * m / (m - 1.0)

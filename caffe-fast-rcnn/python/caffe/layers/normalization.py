@@ -228,6 +228,7 @@ class BatchNorm(Layer):
             factor = 0.0 if s == 0 else 1.0 / s
             mean = self.blobs[0].tensor.reshape(-1) * factor
             var = self.blobs[1].tensor.reshape(-1) * factor
+            centred = x3 - mean[None, :, None]
         else:
             mean = x3.mean(dim=(0, 2))
             centred = x3 - mean[None, :, None]
@@ -235,12 +236,14 @@ class BatchNorm(Layer):
             f = self.fraction
             m = x.numel() // self.channels
             correction = m / (m - 1.0) if m > 1 else 1.0
-            b0, b1, b2 = self.blobs
-            b2.set_tensor(b2.tensor * f + 1)
-            b0.set_tensor((b0.tensor.reshape(-1) * f + mean).reshape(b0.shape))
-            b1.set_tensor((b1.tensor.reshape(-1) * f + var * correction).reshape(b1.shape))
+            # In place, as Caffe: NumPy views of the blobs held by Python stay current;
+            # set_tensor on the same tensor marks the device copy as the newest.
+            for blob, stat in zip(self.blobs, (mean, var * correction, None)):
+                t = blob.tensor
+                t.mul_(f).add_(1.0 if stat is None else stat.reshape(t.shape))
+                blob.set_tensor(t)
         std = torch.sqrt(var + self.eps)
-        y = ((x3 - mean[None, :, None]) / std[None, :, None])
+        y = centred / std[None, :, None]
         self._saved = (y, std)
         top[0].set_tensor(y.reshape(x.shape))
 
