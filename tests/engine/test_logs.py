@@ -11,7 +11,6 @@ import runpy
 import shutil
 import sys
 
-import numpy as np
 import pytest
 
 from caffe.tool import main

@@ -8,7 +8,6 @@ solvers step by step. Also pycaffe's own test_solver.py checks, restore/snapshot
 """
 import math
 import os
-import sys
 
 import numpy as np
 import pytest

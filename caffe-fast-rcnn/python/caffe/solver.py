@@ -36,9 +36,8 @@ import torch
 from . import _config, _log, protoio, upgrade
 from . import pycaffe as _pycaffe  # noqa: F401  (Net's pycaffe methods)
 from . import weights as _weights
-from .errors import CaffeError, NetError, ParseError
+from .errors import CaffeError, ParseError
 from .net import Net, read_net_param
-from .phase import TEST, TRAIN
 from .proto import caffe_pb2
 
 __all__ = ['Solver', 'SGDSolver', 'NesterovSolver', 'AdaGradSolver', 'RMSPropSolver',
@@ -274,7 +273,8 @@ class Solver:
         return nets
 
     def _snapshot_filename(self, extension: str) -> str:
-        return '%s_iter_%d%s' % (self._param.snapshot_prefix, self._iter, extension)
+        """`<snapshot_prefix>_iter_<N><extension>`, as Caffe's SnapshotFilename."""
+        return self._snapshot_filename_for(self._iter, extension)
 
     def _check_snapshot_write_permissions(self) -> None:
         """Fail before training, not at the first snapshot, if snapshots cannot be written."""

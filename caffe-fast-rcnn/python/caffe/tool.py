@@ -14,7 +14,6 @@ SIGHUP snapshots, as `--sigint_effect` / `--sighup_effect` (stop, snapshot, none
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 import time as _time
