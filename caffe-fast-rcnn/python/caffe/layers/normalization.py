@@ -191,7 +191,7 @@ class BatchNorm(Layer):
         self.channels = 1 if len(shape) == 1 else int(shape[1])
         self.eps = float(p.eps)
         if len(self.blobs):
-            _log.info('batch_norm_layer.cpp', 'Skipping parameter initialization')
+            _log.info('batch_norm_layer.cpp:23', 'Skipping parameter initialization')
             want = [(self.channels,), (self.channels,), (1,)]
             if len(self.blobs) != 3 or any(b.count != int(np.prod(s)) for b, s in zip(self.blobs, want)):
                 raise ShapeError('layer %r: BatchNorm needs 3 blobs of %d, %d and 1 values, got %s'
@@ -308,7 +308,7 @@ class Bias(TorchLayer):
             axis = canonical_axis(p.axis, len(bottom[0].shape), lp.name)
             shape = _param_span(bottom[0].shape, axis, p.num_axes, 'bias', lp.name)
             if len(self.blobs):
-                _log.info('bias_layer.cpp', 'Skipping parameter initialization')
+                _log.info('bias_layer.cpp:13', 'Skipping parameter initialization')
             else:
                 self.add_param(shape, p.filler)
 
@@ -348,7 +348,7 @@ class Scale(TorchLayer):
             bias_span = _param_span(x_shape, axis, len(bottom[1].shape), 'bias', lp.name)
         n_want = (1 if len(bottom) == 1 else 0) + (1 if self.bias_term else 0)
         if len(self.blobs):
-            _log.info('scale_layer.cpp', 'Skipping parameter initialization')
+            _log.info('scale_layer.cpp:16', 'Skipping parameter initialization')
             if len(self.blobs) != n_want:
                 raise ShapeError('layer %r: %d parameter blobs given, Scale with these settings '
                                  'needs %d' % (lp.name, len(self.blobs), n_want))

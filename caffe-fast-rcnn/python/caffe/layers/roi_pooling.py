@@ -59,7 +59,7 @@ class ROIPooling(Layer):
         self.pooled_h = int(p.pooled_h)
         self.pooled_w = int(p.pooled_w)
         self.spatial_scale = float(p.spatial_scale)
-        _log.info('roi_pooling_layer.cpp', 'Spatial scale: %g' % self.spatial_scale)
+        _log.info('roi_pooling_layer.cpp:35', 'Spatial scale: %g' % self.spatial_scale)
         self._saved = None
 
     def reshape(self, bottom, top):
