@@ -8,6 +8,7 @@ allocates tensors asks here for the device and dtype, so a net built after
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Iterator, Optional
 
 import torch
@@ -17,6 +18,7 @@ _state = {
     'device_id': 0,
     'dtype': torch.float32,
     'seed': None,
+    'lowp': None,  # compute precision of the heavy ops: see set_precision
 }
 _generators: dict = {}
 
@@ -73,6 +75,56 @@ def precision(dt: torch.dtype) -> Iterator[None]:
         yield
     finally:
         _state['dtype'] = old
+
+
+_PRECISIONS = {'fp32': None, 'float32': None, 'bf16': torch.bfloat16, 'bfloat16': torch.bfloat16}
+
+
+def _env_precision() -> Optional[torch.dtype]:
+    """bf16 when the environment says CAFFE_BF16=1 (any value but empty, 0, false, no)."""
+    v = os.environ.get('CAFFE_BF16', '').strip().lower()
+    return torch.bfloat16 if v not in ('', '0', 'false', 'no', 'off') else None
+
+
+_state['lowp'] = _env_precision()
+
+
+def set_precision(name: str) -> None:
+    """Choose the compute precision of nets: 'fp32' (Caffe's) or 'bf16'.
+
+    In 'bf16', layers run under torch.autocast with bfloat16, so convolutions and inner
+    products (the bulk of the work) compute in bfloat16 on channels-last activations, while
+    parameters, their gradients, the losses and every `.data`/`.diff` seen from Python stay
+    float32. Loss layers and layers that are not plain torch functions get float32 inputs.
+    The environment variable CAFFE_BF16=1 makes 'bf16' the starting value.
+    """
+    key = str(name).lower()
+    if key not in _PRECISIONS:
+        raise ValueError("set_precision: expected 'fp32' or 'bf16', got %r" % (name,))
+    _state['lowp'] = _PRECISIONS[key]
+
+
+def get_precision() -> str:
+    """'bf16' or 'fp32': the compute precision set by set_precision / autocast."""
+    return 'bf16' if _state['lowp'] is not None else 'fp32'
+
+
+def low_precision() -> Optional[torch.dtype]:
+    """The autocast dtype layers run under (bfloat16), or None for plain float32."""
+    if _state['lowp'] is not None and _state['dtype'] != torch.float32:
+        return None  # float64 nets (gradient checks) never compute in low precision
+    return _state['lowp']
+
+
+@contextlib.contextmanager
+def autocast(enabled: bool = True) -> Iterator[None]:
+    """`with caffe.autocast():` runs nets in bf16 inside the block (set_precision('bf16'))."""
+    old = _state['lowp']
+    _state['lowp'] = torch.bfloat16 if enabled else None
+    try:
+        yield
+    finally:
+        _state['lowp'] = old
 
 
 def set_random_seed(seed: int) -> None:

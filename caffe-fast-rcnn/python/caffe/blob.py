@@ -6,6 +6,14 @@ torch tensors. On the CPU both are one memory (`Tensor.numpy()` shares it). On a
 blob keeps a host mirror and, like Caffe's SyncedMemory, remembers which side is newest:
 touching `.data` from Python brings the host copy up to date and marks it as the head,
 and the next layer that asks for the tensor uploads it again.
+
+Parameter gradients accumulate (Caffe's semantics) through `accumulate_diff_mm`, a GEMM
+with beta = 1 straight into the diff, or `accumulate_diff`: on the CPU a fresh weight-sized
+buffer per iteration costs a page fault per 4 KB, as slow as the arithmetic on it.
+
+Under `caffe.set_precision('bf16')` a blob may hold a bfloat16 tensor (a layer's output
+computed in bf16, or its gradient); Python still sees float32 through a host mirror, as for
+a GPU blob.
 """
 from __future__ import annotations
 
@@ -19,8 +27,12 @@ from . import _config
 _HOST, _DEVICE, _SYNCED = 'host', 'device', 'synced'
 
 
+_LOW_PRECISION = (torch.bfloat16, torch.float16)
+
+
 class _Synced:
-    """One array (value or gradient) with a device tensor and, off the CPU, a host mirror."""
+    """One array (value or gradient) with a device tensor and, off the CPU or in bf16, a host
+    mirror (NumPy has no bfloat16: Python sees a float32 copy)."""
 
     __slots__ = ('tensor', 'host', 'head')
 
@@ -37,10 +49,11 @@ class _Synced:
 
     def numpy(self) -> np.ndarray:
         t = self.tensor
-        if t.device.type == 'cpu':
+        low = t.dtype in _LOW_PRECISION
+        if t.device.type == 'cpu' and not low:
             return t.numpy()
         if self.host is None or self.host.shape != t.shape:
-            self.host = torch.empty(t.shape, dtype=t.dtype, pin_memory=False)
+            self.host = torch.empty(t.shape, dtype=torch.float32 if low else t.dtype)
             self.head = _DEVICE if self.head != _HOST else self.head
         if self.head == _DEVICE:
             self.host.copy_(t)
@@ -96,12 +109,12 @@ class Blob:
         return int(self._data.tensor.numel())
 
     def _legacy(self, axis: int) -> int:
+        """Caffe's LegacyShape: axes a blob lacks count as 1 at the end ((9, 12) is 9x12x1x1)."""
         shape = self.shape
         if len(shape) > 4:
             raise ValueError('num/channels/height/width need a blob of at most 4 axes, '
                              'this one has shape %s' % (shape,))
-        axis = axis - (4 - len(shape))
-        return shape[axis] if axis >= 0 else 1
+        return shape[axis] if axis < len(shape) else 1
 
     num = property(lambda self: self._legacy(0))
     channels = property(lambda self: self._legacy(1))
@@ -131,9 +144,14 @@ class Blob:
         """The value as a device tensor (synchronised from the host if Python wrote it)."""
         return self._data.device_tensor()
 
+    def _keep_dtype(self, t: torch.Tensor) -> bool:
+        """A bf16 result stays bf16 while nets compute in bf16 (float32 blobs only)."""
+        return (t.dtype in _LOW_PRECISION and self._dtype == torch.float32
+                and _config.low_precision() is not None)
+
     def set_tensor(self, t: torch.Tensor) -> None:
         """Make `t` the blob's value (a layer's output); its shape becomes the blob's."""
-        if t.dtype != self._dtype:
+        if t.dtype != self._dtype and not self._keep_dtype(t):
             t = t.to(self._dtype)
         old = self._data.tensor
         self._data.set(t)
@@ -154,7 +172,8 @@ class Blob:
         return self._diff_synced().device_tensor()
 
     def set_diff_tensor(self, t: torch.Tensor) -> None:
-        if t.dtype != self._dtype:
+        """Make `t` the gradient (a layer's bottom diff: Caffe's backward overwrites it)."""
+        if t.dtype != self._dtype and not self._keep_dtype(t):
             t = t.to(self._dtype)
         if tuple(t.shape) != self.shape:
             t = t.reshape(self.shape)
@@ -162,6 +181,36 @@ class Blob:
             self._diff = _Synced(t)
         else:
             self._diff.set(t)
+
+    # ---- parameter gradients: Caffe accumulates them until the solver clears them ----------
+    def _has_diff(self) -> bool:
+        d = self._diff
+        return d is not None and d.tensor.shape == self._data.tensor.shape
+
+    def accumulate_diff(self, g: torch.Tensor, take: bool = False) -> None:
+        """diff += g. A blob whose gradient was never made takes g itself when `take` says g
+        is a fresh tensor nobody else holds (no zero buffer to allocate and add into)."""
+        if not self._has_diff() and take and g.dtype == self._dtype \
+                and g.device == self._device and g.is_contiguous():
+            self.set_diff_tensor(g)
+            return
+        self.diff_tensor.add_(g.reshape(self.shape))
+
+    def accumulate_diff_mm(self, a: torch.Tensor, b: torch.Tensor) -> None:
+        """diff += a @ b, accumulated by the GEMM itself (beta = 1, as Caffe's gemm into the
+        weight diff): no weight-sized temporary is made, and none of its page faults paid."""
+        m, n = a.shape[0], b.shape[1]
+        if not self._has_diff():
+            t = torch.empty(self._data.tensor.shape, dtype=self._dtype, device=self._device)
+            if t.dtype == a.dtype == b.dtype and t.numel() == m * n:
+                torch.mm(a, b, out=t.view(m, n))
+                self.set_diff_tensor(t)
+                return
+        t = self.diff_tensor
+        if t.dtype == a.dtype == b.dtype and t.is_contiguous() and t.numel() == m * n:
+            t.view(m, n).addmm_(a, b)
+        else:
+            t.add_((a @ b).reshape(t.shape))
 
     def share_data(self, other: 'Blob') -> None:
         """Use `other`'s value storage (Caffe's ShareData)."""

@@ -14,6 +14,12 @@ forward/backward:
 * If forward ran without recording (a TEST net, or `backward` asked for more than the net
   planned), backward recomputes the layer from the inputs forward saw. Layers with random
   forwards (Dropout) override `backward` instead.
+
+Speed notes: a parameter gradient from autograd is a fresh tensor; it is added into the
+blob's diff (Caffe accumulates), or becomes the diff when the solver has just cleared it
+(Blob.accumulate_diff). Under `caffe.set_precision('bf16')` the net runs this layer inside
+torch.autocast, and layers that set `channels_last_in_bf16` (convolutions: oneDNN's bf16
+kernels want NHWC) get their 4-axis bottoms in channels-last memory order.
 """
 from __future__ import annotations
 
@@ -21,7 +27,7 @@ from typing import List, Optional, Sequence
 
 import torch
 
-from .. import fillers
+from .. import _config, fillers
 from ..blob import Blob
 from ..errors import ShapeError
 from ..layer import Layer
@@ -33,6 +39,11 @@ class TorchLayer(Layer):
 
     # Bottoms that never get a gradient (labels, weights): indices into bottom.
     non_differentiable: Sequence[int] = ()
+    # Under set_precision('bf16'): run inside torch.autocast (the net turns this off for loss
+    # layers, which compute in float32), and hand 4-axis bottoms over in channels-last order
+    # when `channels_last_in_bf16` (set by convolutions).
+    run_in_bf16 = True
+    channels_last_in_bf16 = False
 
     def __init__(self, param=None, *args, **kwargs):
         super().__init__(param)
@@ -86,6 +97,9 @@ class TorchLayer(Layer):
     # ---- engine hooks -----------------------------------------------------------------------
     def run_forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
         xs = [b.tensor for b in bottom]
+        if self.channels_last_in_bf16 and _config.low_precision() is not None:
+            xs = [x.contiguous(memory_format=torch.channels_last)
+                  if x.dim() == 4 and x.is_floating_point() else x for x in xs]
         self._inputs = xs
         if self.record and torch.is_grad_enabled():
             leaves = [x.detach().requires_grad_(True) if g else x
@@ -116,7 +130,10 @@ class TorchLayer(Layer):
         else:
             if self._inputs is None:
                 raise RuntimeError('layer %r: backward before forward' % self.layer_param.name)
-            with torch.enable_grad():
+            lowp = _config.low_precision() if self.run_in_bf16 else None
+            dev = self._inputs[0].device.type if self._inputs else 'cpu'
+            with torch.enable_grad(), torch.autocast(dev, dtype=lowp or torch.bfloat16,
+                                                     enabled=lowp is not None):
                 leaves = [x.detach().requires_grad_(True) if w else x
                           for x, w in zip(self._inputs, want_b)]
                 params = [b.tensor.detach().requires_grad_(True) if w else b.tensor
@@ -141,6 +158,9 @@ class TorchLayer(Layer):
                                         retain_graph=True, allow_unused=True)
         else:
             grads = [None] * len(wrt)
+        # A gradient autograd passed straight through (an identity-like compute) may be a top
+        # diff itself: such a one is copied into a parameter diff, never adopted as it.
+        held = {g.untyped_storage().data_ptr() for _, g in pairs}
         for (kind, i), g in zip(where, grads):
             if kind == 'b':
                 if g is None:
@@ -148,4 +168,4 @@ class TorchLayer(Layer):
                 else:
                     bottom[i].set_diff_tensor(g)
             elif g is not None:
-                self.blobs[i].diff_tensor.add_(g)
+                self.blobs[i].accumulate_diff(g, take=g.untyped_storage().data_ptr() not in held)

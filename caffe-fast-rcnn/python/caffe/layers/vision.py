@@ -49,6 +49,7 @@ class Convolution(TorchLayer):
     exact_num_top = None
     min_bottom = 1
     transposed = False
+    channels_last_in_bf16 = True
 
     def setup(self, bottom, top):
         cp = self.layer_param.convolution_param

@@ -1,0 +1,138 @@
+"""Parameter gradients accumulate as in Caffe, through the engine's fast paths.
+
+InnerProduct accumulates its weight gradient with a GEMM straight into the diff
+(Blob.accumulate_diff_mm) and TorchLayers add autograd's gradients with
+Blob.accumulate_diff, which adopts a fresh gradient tensor when the blob has none yet.
+These tests pin the semantics those shortcuts must keep: gradients are right (float64
+finite differences), they add up over backward passes until cleared, clearing zeroes the
+very memory a NumPy view holds, and a gradient autograd passes straight through (the
+top diff itself) is never adopted as a parameter diff.
+"""
+import numpy as np
+import pytest
+import torch
+
+import caffe
+from caffe.blob import Blob
+from gradcheck import check_net_gradients
+
+R = np.random.RandomState(5)
+
+
+def _ip_net(extra: str, shape=(3, 4, 5)) -> str:
+    dims = ' '.join('dim: %d' % d for d in shape)
+    return """
+    force_backward: true
+    input: "x" input_shape { %s }
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "y"
+            inner_product_param { num_output: 3 %s
+              weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.5 } } }
+    """ % (dims, extra)
+
+
+@pytest.mark.parametrize('extra', ['', 'transpose: true', 'axis: 2', 'bias_term: false',
+                                   'axis: 2 transpose: true'])
+def test_inner_product_gradients(extra):
+    check_net_gradients(_ip_net(extra), {'x': R.randn(3, 4, 5)})
+
+
+def _net(tmp_path, text, name='net.prototxt'):
+    path = tmp_path / name
+    path.write_text(text)
+    caffe.set_random_seed(1)
+    return caffe.Net(str(path), caffe.TRAIN)
+
+
+LOSS_NET = """
+input: "x" input_shape { dim: 4 dim: 6 }
+input: "t" input_shape { dim: 4 dim: 2 }
+layer { name: "ip1" type: "InnerProduct" bottom: "x" top: "h"
+        inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "relu" type: "ReLU" bottom: "h" top: "h" }
+layer { name: "ip2" type: "InnerProduct" bottom: "h" top: "y"
+        inner_product_param { num_output: 2 transpose: true weight_filler { type: "gaussian" std: 0.5 } } }
+layer { name: "loss" type: "EuclideanLoss" bottom: "y" bottom: "t" top: "loss" }
+"""
+
+
+@pytest.mark.parametrize('precision', ['fp32', 'bf16'])
+def test_diffs_add_up_until_cleared(tmp_path, precision):
+    net = _net(tmp_path, LOSS_NET)
+    net.blobs['x'].data[...] = R.randn(4, 6)
+    net.blobs['t'].data[...] = R.randn(4, 2)
+    caffe.set_precision(precision)
+    try:
+        net.forward()
+        net.backward()
+        views = {(n, i): p.diff for n, ps in net.params.items() for i, p in enumerate(ps)}
+        once = {k: v.copy() for k, v in views.items()}
+        assert all(np.abs(v).max() > 0 for v in once.values())
+        net.forward()
+        net.backward()
+        for k, v in views.items():
+            # Accumulated in place: the view taken after the first pass sees the sum.
+            np.testing.assert_allclose(v, 2 * once[k], rtol=1e-6, atol=1e-7)
+            assert net.params[k[0]][k[1]].diff is not None
+            np.testing.assert_array_equal(net.params[k[0]][k[1]].diff, v)
+        net.clear_param_diffs()
+        assert all(not v.any() for v in views.values())
+        net.forward()
+        net.backward()
+        for k, v in views.items():
+            np.testing.assert_allclose(net.params[k[0]][k[1]].diff, once[k], rtol=1e-6, atol=1e-7)
+    finally:
+        caffe.set_precision('fp32')
+
+
+def test_pass_through_gradient_is_not_adopted(tmp_path):
+    """Bias with a bias as large as its bottom: autograd hands back the top diff itself."""
+    net = _net(tmp_path, """
+    force_backward: true
+    input: "x" input_shape { dim: 2 dim: 3 }
+    layer { name: "b" type: "Bias" bottom: "x" top: "y"
+            bias_param { axis: 0 num_axes: -1 filler { type: "gaussian" std: 1 } } }
+    """)
+    net.blobs['x'].data[...] = R.randn(2, 3)
+    top = R.randn(2, 3).astype(np.float32)
+    net.forward()
+    net.backward(y=top)
+    np.testing.assert_array_equal(net.params['b'][0].diff, top)
+    net.forward()
+    net.backward(y=top)
+    np.testing.assert_array_equal(net.params['b'][0].diff, 2 * top)
+    np.testing.assert_array_equal(net.blobs['y'].diff, top)
+    np.testing.assert_array_equal(net.blobs['x'].diff, top)
+
+
+def test_blob_accumulate_diff():
+    b = Blob((2, 3))
+    g = torch.ones(2, 3)
+    b.accumulate_diff(g, take=True)
+    assert b.diff_tensor is g  # a fresh gradient becomes the diff, no zero buffer made
+    view = b.diff
+    b.accumulate_diff(torch.full((6,), 2.0))
+    np.testing.assert_array_equal(view, np.full((2, 3), 3.0))
+    c = Blob((2, 3))
+    h = torch.ones(2, 3)
+    c.accumulate_diff(h)  # not ours to keep: copied
+    assert c.diff_tensor is not h
+    h += 1
+    np.testing.assert_array_equal(c.diff, np.ones((2, 3)))
+
+
+def test_blob_accumulate_diff_mm():
+    a, m = torch.randn(3, 4), torch.randn(4, 5)
+    b = Blob((3, 5))
+    b.accumulate_diff_mm(a, m)
+    np.testing.assert_allclose(b.diff, (a @ m).numpy(), rtol=1e-5, atol=1e-6)
+    view = b.diff
+    b.accumulate_diff_mm(a, m)
+    np.testing.assert_allclose(view, 2 * (a @ m).numpy(), rtol=1e-5, atol=1e-6)
+    # A weight kept as (15,) or any shape with the same count takes the product too.
+    flat = Blob((15,))
+    flat.accumulate_diff_mm(a, m)
+    np.testing.assert_allclose(flat.diff, (a @ m).numpy().ravel(), rtol=1e-5, atol=1e-6)
+    # Other float types fall back to an add.
+    wide = Blob((3, 5), dtype=torch.float64)
+    wide.accumulate_diff_mm(a, m)
+    np.testing.assert_allclose(wide.diff, (a @ m).numpy(), rtol=1e-5, atol=1e-6)
