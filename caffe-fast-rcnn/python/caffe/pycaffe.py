@@ -192,7 +192,7 @@ def _copy_from(self, path: str) -> None:
     if str(path).endswith(('.h5', '.hdf5')):
         _weights.load_hdf5(self, path)
     else:
-        _weights.copy_trained_layers(self, _weights.read_weights_param(path), path)
+        _weights.copy_from_file(self, path)
 
 
 def _share_with(self, other: Net) -> None:

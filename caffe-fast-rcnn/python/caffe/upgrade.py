@@ -8,8 +8,7 @@ V1 and must load and behave exactly like their upgraded form. Net-level `input_d
 """
 from __future__ import annotations
 
-from typing import Optional
-
+from . import _log
 from .errors import NetError
 from .proto import caffe_pb2
 
@@ -38,7 +37,11 @@ _V1_COPIED = [f.name for f in V1.DESCRIPTOR.fields
 
 
 def net_needs_upgrade(net: caffe_pb2.NetParameter) -> bool:
-    return bool(len(net.layers)) or bool(len(net.input_dim))
+    """Whether upgrade_net would change `net` (legacy layers, input_dim, old BatchNorm)."""
+    return (bool(len(net.layers)) or bool(len(net.input_dim))
+            or any(l.type == 'BatchNorm' and len(l.param) == 3
+                   and any(p.lr_mult != 0 or p.decay_mult != 0 for p in l.param)
+                   for l in net.layer))
 
 
 def v1_type_name(layer: 'V1') -> str:
@@ -84,19 +87,71 @@ def _is_v0(net: caffe_pb2.NetParameter) -> bool:
     return any(l.HasField('layer') for l in net.layers)
 
 
+_V1_DATA_TYPES = {V1.DATA: 'data_param', V1.IMAGE_DATA: 'image_data_param',
+                  V1.WINDOW_DATA: 'window_data_param'}
+_TRANSFORM_FIELDS = ('scale', 'mean_file', 'crop_size', 'mirror')
+
+
+def _upgrade_v1_data_transform(net: caffe_pb2.NetParameter, source: str) -> None:
+    """Move V1 data layers' scale/mean_file/crop_size/mirror into transform_param.
+
+    Caffe's UpgradeNetDataTransformation: only for V1 Data, ImageData and WindowData
+    layers, before they become current layers.
+    """
+    logged = False
+    for layer in net.layers:
+        pname = _V1_DATA_TYPES.get(layer.type)
+        if pname is None or not layer.HasField(pname):
+            continue
+        p = getattr(layer, pname)
+        for f in _TRANSFORM_FIELDS:
+            if p.HasField(f):
+                if not logged:
+                    _log.info('upgrade_proto.cpp', 'Attempting to upgrade input file specified '
+                              'using deprecated transformation parameters: %s' % source)
+                    logged = True
+                setattr(layer.transform_param, f, getattr(p, f))
+                p.ClearField(f)
+
+
+def _upgrade_batch_norm(net: caffe_pb2.NetParameter) -> None:
+    """Caffe's UpgradeNetBatchNorm: BatchNorm's three statistics blobs are never learned.
+
+    Old prototxts froze them by hand with three `param { lr_mult: 0 }`; a BatchNorm layer
+    with exactly three param specs gets lr_mult and decay_mult 0 on each (other settings,
+    such as a sharing name, stay).
+    """
+    for layer in net.layer:
+        if layer.type == 'BatchNorm' and len(layer.param) == 3:
+            for spec in layer.param:
+                spec.lr_mult = 0.0
+                spec.decay_mult = 0.0
+
+
 def upgrade_net(net: caffe_pb2.NetParameter, source: str = '<net>') -> caffe_pb2.NetParameter:
-    """Upgrade `net` in place to the current format; returns it. Idempotent."""
+    """Upgrade `net` in place to the current format; returns it. Idempotent.
+
+    The steps of Caffe's UpgradeNetAsNeeded, in its order: V0 -> V1 (upgrade_v0.py),
+    the V1 data layers' transformation fields, V1 -> current, BatchNorm's frozen
+    statistics. Net-level `input_dim` becomes `input_shape` (the engine keeps net inputs
+    as inputs instead of making an Input layer; the blobs and their names are the same).
+    """
     if len(net.layers) and len(net.layer):
         raise NetError('%s: net uses both `layer` and the legacy `layers` field; use one' % source)
     if len(net.layers):
         if _is_v0(net):
             from . import upgrade_v0
             upgrade_v0.upgrade_v0_net(net, source)
+        _upgrade_v1_data_transform(net, source)
+        _log.info('upgrade_proto.cpp', 'Attempting to upgrade input file specified using '
+                  'deprecated V1LayerParameter: %s' % source)
         layers = [upgrade_v1_layer(l, source + ': ') for l in net.layers]
         del net.layers[:]
         net.layer.extend(layers)
+        _log.info('upgrade_proto.cpp', 'Successfully upgraded file specified using '
+                  'deprecated V1LayerParameter')
     _upgrade_input_dims(net, source)
-    _upgrade_data_transform(net)
+    _upgrade_batch_norm(net)
     return net
 
 
@@ -112,22 +167,6 @@ def _upgrade_input_dims(net: caffe_pb2.NetParameter, source: str) -> None:
     del net.input_dim[:]
     for i in range(len(net.input)):
         net.input_shape.add().dim.extend(dims[4 * i:4 * i + 4])
-
-
-_TRANSFORM_FIELDS = ('scale', 'mean_file', 'crop_size', 'mirror')
-
-
-def _upgrade_data_transform(net: caffe_pb2.NetParameter) -> None:
-    """Move V1 data layers' scale/mean_file/crop_size/mirror into transform_param."""
-    for layer in net.layer:
-        for pname in ('data_param', 'image_data_param', 'window_data_param'):
-            if not layer.HasField(pname):
-                continue
-            p = getattr(layer, pname)
-            for f in _TRANSFORM_FIELDS:
-                if f in p.DESCRIPTOR.fields_by_name and p.HasField(f):
-                    setattr(layer.transform_param, f, getattr(p, f))
-                    p.ClearField(f)
 
 
 def upgrade_solver(solver: caffe_pb2.SolverParameter) -> caffe_pb2.SolverParameter:
