@@ -14,13 +14,14 @@ blobs, forward_all, copy_from, save, ...) lives in `pycaffe.py`, added to this c
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
-from . import _log, protoio, upgrade, weights
+from . import _config, _log, protoio, upgrade, weights
 from .blob import Blob
 from .errors import LayerError, NetError, ShapeError
 from .layer import Layer
@@ -199,6 +200,8 @@ class Net:
             if isinstance(layer, TorchLayer):
                 layer.record_bottoms = list(self._bottom_need_backward[li])
                 layer.record = self._layer_need_backward[li]
+            if getattr(layer, 'run_in_bf16', False) and any(self._loss_weights[li]):
+                layer.run_in_bf16 = False  # losses are computed in float32 under bf16
         self._last_shapes: List[Optional[tuple]] = [None] * len(self.layers)
         info('Network initialization done.')
 
@@ -336,19 +339,21 @@ class Net:
     def _forward(self, start: int, end: int) -> float:
         """Run layers start..end (inclusive); returns the weighted loss of those layers."""
         loss = None
+        lowp = _config.low_precision()
         for li in range(start, end + 1):
             layer = self.layers[li]
             bottom = [self._blobs[i] for i in self._bottom_ids[li]]
             top = [self._blobs[i] for i in self._top_ids[li]]
             try:
-                if isinstance(layer, TorchLayer):
-                    shapes = tuple(b.shape for b in bottom)
-                    if shapes != self._last_shapes[li]:
-                        layer.reshape(bottom, top)
-                        self._last_shapes[li] = shapes
-                    layer.run_forward(bottom, top)
-                else:
-                    layer.run_forward(bottom, top)
+                with _precision_scope(layer, bottom, (), lowp):
+                    if isinstance(layer, TorchLayer):
+                        shapes = tuple(b.shape for b in bottom)
+                        if shapes != self._last_shapes[li]:
+                            layer.reshape(bottom, top)
+                            self._last_shapes[li] = shapes
+                        layer.run_forward(bottom, top)
+                    else:
+                        layer.run_forward(bottom, top)
             except (NetError, ShapeError, LayerError):
                 raise
             except Exception as e:
@@ -361,6 +366,7 @@ class Net:
 
     def _backward(self, start: int, end: int) -> None:
         """Run backward of layers start down to end (inclusive)."""
+        lowp = _config.low_precision()
         for li in range(start, end - 1, -1):
             if not self._layer_need_backward[li]:
                 continue
@@ -368,6 +374,8 @@ class Net:
             bottom = [self._blobs[i] for i in self._bottom_ids[li]]
             top = [self._blobs[i] for i in self._top_ids[li]]
             try:
+                if lowp is not None and not getattr(layer, 'run_in_bf16', False):
+                    _to_float32(top, diff=True)
                 layer.run_backward(top, list(self._bottom_need_backward[li]), bottom)
             except (NetError, ShapeError, LayerError):
                 raise
@@ -385,6 +393,31 @@ class Net:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+def _to_float32(blobs: Sequence[Blob], diff: bool = False) -> None:
+    """Give bf16 values (or gradients) of these blobs back in float32, in the blobs."""
+    for b in blobs:
+        t = b.diff_tensor if diff else b.tensor
+        if t.dtype in (torch.bfloat16, torch.float16):
+            (b.set_diff_tensor if diff else b.set_tensor)(t.float())
+
+
+def _precision_scope(layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob],
+                     lowp: Optional[torch.dtype]):
+    """The autocast context a layer's forward runs in under set_precision('bf16').
+
+    Layers marked `run_in_bf16` (TorchLayers other than losses) run inside torch.autocast,
+    so convolutions and inner products compute in bf16; every other layer (losses, Python
+    layers, layers with hand-written torch code) gets float32 bottoms and no autocast.
+    """
+    if lowp is None:
+        return contextlib.nullcontext()
+    dev = _config.device().type
+    if getattr(layer, 'run_in_bf16', False):
+        return torch.autocast(dev, dtype=lowp)
+    _to_float32(bottom)
+    return torch.autocast(dev, enabled=False)
+
 
 def _parse_net_args(args, kwargs):
     """Accept pycaffe's two signatures: (file, phase, ...) and the legacy (file, weights, phase)."""
