@@ -148,11 +148,9 @@ class BlobFetcher(_Cursor, multiprocessing.Process):
         cfg_restore(self._config)
         # fix the random seed for reproducibility
         np.random.seed(self._seed)
-        try:
-            import cv2
-            cv2.setNumThreads(1)  # one fetcher: do not compete with the trainer's threads
-        except Exception:  # pragma: no cover - cv2 is a hard dependency of minibatch
-            pass
+        # Do not reconfigure OpenCV's thread pool here (cv2.setNumThreads): in
+        # a forked child that destroys condition variables the parent's pool
+        # threads were waiting on, and blocks forever.
         self._shuffle_roidb_inds()
         print('BlobFetcher started')
         make = _minibatch_fn()

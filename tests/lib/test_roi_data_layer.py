@@ -165,3 +165,10 @@ def test_prefetch_reports_the_fetchers_error(tmp_path, roidb):
             net.forward()
     finally:
         layer.stop_prefetch()
+
+
+def test_ohem_layer_is_reachable_under_the_module_the_prototxts_name():
+    from roi_data_layer import layer, ohem
+    assert layer.OHEMDataLayer is ohem.OHEMDataLayer
+    with pytest.raises(AttributeError):
+        layer.NoSuchLayer
