@@ -51,7 +51,8 @@ def v1_type_name(layer: 'V1') -> str:
 def upgrade_v1_layer(v1: 'V1', where: str = '') -> caffe_pb2.LayerParameter:
     """One V1 layer in the current format (blobs_lr -> lr_mult, weight_decay -> decay_mult)."""
     out = caffe_pb2.LayerParameter()
-    out.name = v1.name
+    if v1.HasField('name'):
+        out.name = v1.name
     out.bottom.extend(v1.bottom)
     out.top.extend(v1.top)
     out.include.extend(v1.include)
