@@ -1,8 +1,6 @@
 """caffe.layer_type_list(): the registered layer types, as BVLC's test_layer_type_list.py
-checks (standard types present), plus the registry's own promises.
-
-BVLC's test also lists 'Data' (the LMDB/LevelDB database layer); the engine has no such
-layer yet, so it is not listed here: add it back when one is registered.
+checks (standard types present: 'Data', 'Convolution', 'InnerProduct', ...), plus the
+registry's own promises.
 """
 import pytest
 
@@ -10,8 +8,9 @@ import caffe
 from caffe.layers import layer_class
 
 
-@pytest.mark.parametrize('type_name', ['Convolution', 'InnerProduct', 'Python', 'DummyData',
-                                       'Input', 'HDF5Data', 'SoftmaxWithLoss', 'Split'])
+@pytest.mark.parametrize('type_name', ['Data', 'Convolution', 'InnerProduct', 'Python',
+                                       'DummyData', 'Input', 'HDF5Data', 'ImageData',
+                                       'SoftmaxWithLoss', 'Split'])
 def test_standard_types(type_name):
     assert type_name in caffe.layer_type_list(), '%s not in layer_type_list()' % type_name
 
