@@ -28,3 +28,16 @@ def layer_params(layer: Any) -> Dict[str, Any]:
         raise ValueError('%s: param_str must be a mapping like "\'feat_stride\': 16", got %r'
                          % (type(layer).__name__, text))
     return value
+
+
+def anchor_params(layer: Any):
+    """(feat_stride, base anchors) from an RPN layer's param_str: 'feat_stride' (required),
+    'scales' (default 8, 16, 32) and 'ratios' (default 0.5, 1, 2)."""
+    import numpy as np
+    from rpn.generate_anchors import generate_anchors
+    params = layer_params(layer)
+    if 'feat_stride' not in params:
+        raise ValueError("%s: param_str needs 'feat_stride'" % type(layer).__name__)
+    scales = np.asarray(params.get('scales', (8, 16, 32)), dtype=np.float64)
+    ratios = np.asarray(params.get('ratios', (0.5, 1, 2)), dtype=np.float64)
+    return int(params['feat_stride']), generate_anchors(scales=scales, ratios=ratios), params

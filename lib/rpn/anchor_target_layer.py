@@ -20,8 +20,8 @@ import numpy.random as npr
 import caffe
 from fast_rcnn.bbox_transform import bbox_transform
 from fast_rcnn.config import cfg
-from rpn._params import layer_params
-from rpn.generate_anchors import generate_anchors, shifted_anchors
+from rpn._params import anchor_params
+from rpn.generate_anchors import shifted_anchors
 from utils.cython_bbox import bbox_overlaps
 
 
@@ -29,11 +29,7 @@ class AnchorTargetLayer(caffe.Layer):
     """See the module docstring."""
 
     def setup(self, bottom, top):
-        params = layer_params(self)
-        self._feat_stride = int(params['feat_stride'])
-        scales = np.asarray(params.get('scales', (8, 16, 32)), dtype=np.float64)
-        ratios = np.asarray(params.get('ratios', (0.5, 1, 2)), dtype=np.float64)
-        self._anchors = generate_anchors(scales=scales, ratios=ratios)
+        self._feat_stride, self._anchors, params = anchor_params(self)
         self._num_anchors = self._anchors.shape[0]
         self._allowed_border = params.get('allowed_border', 0)
         height, width = bottom[0].data.shape[-2:]

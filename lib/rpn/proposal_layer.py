@@ -17,19 +17,15 @@ import caffe
 from fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
 from fast_rcnn.config import cfg
 from fast_rcnn.nms_wrapper import nms
-from rpn._params import layer_params
-from rpn.generate_anchors import generate_anchors, shifted_anchors
+from rpn._params import anchor_params
+from rpn.generate_anchors import shifted_anchors
 
 
 class ProposalLayer(caffe.Layer):
     """See the module docstring."""
 
     def setup(self, bottom, top):
-        params = layer_params(self)
-        self._feat_stride = int(params['feat_stride'])
-        scales = np.asarray(params.get('scales', (8, 16, 32)), dtype=np.float64)
-        ratios = np.asarray(params.get('ratios', (0.5, 1, 2)), dtype=np.float64)
-        self._anchors = generate_anchors(scales=scales, ratios=ratios)
+        self._feat_stride, self._anchors, params = anchor_params(self)
         self._num_anchors = self._anchors.shape[0]
         top[0].reshape(1, 5)
         if len(top) > 1:
