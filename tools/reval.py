@@ -2,6 +2,8 @@
 """Re-evaluate saved detections (py-faster-rcnn's tools/reval.py).
 
     ./tools/reval.py output/default/voc_2007_test/VGG16_faster_rcnn_final --imdb voc_2007_test
+    ./tools/reval.py output/toy_faster_rcnn_end2end/toy_2007_test/<net> --imdb toy_2007_test \
+        --cfg experiments/cfgs/toy_faster_rcnn_end2end.yml --set DATA_DIR /elsewhere/data
 
 Reads OUTPUT_DIR/detections.pkl (written by test_net.py), optionally re-runs NMS, and
 prints the data set's evaluation (per-class AP and Mean AP for VOC). The pickle is read
@@ -13,7 +15,7 @@ import os
 import sys
 
 from datasets.factory import get_imdb
-from fast_rcnn.config import cfg
+from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list
 from fast_rcnn.test import apply_nms
 from utils.safe_pickle import load_arrays
 
@@ -27,6 +29,10 @@ def parse_args(argv=None):
                         action='store_true')
     parser.add_argument('--comp', dest='comp_mode', help='competition mode', action='store_true')
     parser.add_argument('--nms', dest='apply_nms', help='apply nms', action='store_true')
+    # The data set is found through the config (DATA_DIR), so a set outside data/ needs these.
+    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
+    parser.add_argument('--set', dest='set_cfgs', help='set config keys', default=None,
+                        nargs=argparse.REMAINDER)
     if argv is None and len(sys.argv) == 1:
         parser.print_help()
         sys.exit(1)
@@ -47,6 +53,10 @@ def from_dets(imdb_name, output_dir, args):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.cfg_file is not None:
+        cfg_from_file(args.cfg_file)
+    if args.set_cfgs is not None:
+        cfg_from_list(args.set_cfgs)
     output_dir = os.path.abspath(args.output_dir[0])
     return from_dets(args.imdb_name, output_dir, args)
 

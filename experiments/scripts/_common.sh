@@ -11,6 +11,9 @@ array=( "$@" )
 len=${#array[@]}
 EXTRA_ARGS=${array[@]:3:$len}
 EXTRA_ARGS_SLUG=${EXTRA_ARGS// /_}
+# The slug is part of the log file name: a path in the extra args (--set DATA_DIR /x/y)
+# must not turn it into folders.
+EXTRA_ARGS_SLUG=${EXTRA_ARGS_SLUG//\//_}
 
 if [ -z "$GPU_ID" ] || [ -z "$NET" ] || [ -z "$DATASET" ]; then
   echo "usage: $0 GPU_ID NET DATASET [--set KEY VALUE ...]   (GPU_ID -1 for the CPU)"
