@@ -56,6 +56,12 @@ elif [ "$DATASET" != "toy" ]; then
   exit 1
 fi
 
+# The tools run with the repository's virtual environment when there is one (make test /
+# make demo create it), so the scripts work without activating it.
+if [ -x .venv/bin/python ]; then
+  export PATH="$(pwd)/.venv/bin:$PATH"
+fi
+
 mkdir -p experiments/logs
 LOG="experiments/logs/${SCHEME}_${NET}_${EXTRA_ARGS_SLUG}.txt.`date +'%Y-%m-%d_%H-%M-%S'`"
 exec &> >(tee -a "$LOG")

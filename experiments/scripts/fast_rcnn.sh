@@ -11,7 +11,8 @@
 set -x
 set -e
 cd "$(dirname "$0")/../.."
-source experiments/scripts/_common.sh fast_rcnn "$@"
+EXP_SCHEME=${EXP_SCHEME:-fast_rcnn}   # fast_rcnn_ohem.sh runs this script with EXP_SCHEME=fast_rcnn_ohem
+source experiments/scripts/_common.sh ${EXP_SCHEME} "$@"
 
 case $DATASET in
   pascal_voc) ITERS=40000 ;;
@@ -22,11 +23,11 @@ esac
 # Fast R-CNN trains on precomputed proposals (selective search by default; pass
 # --set TRAIN.PROPOSAL_METHOD rpn with an rpn_file for RPN proposals).
 time ./tools/train_net.py --gpu ${GPU_ID} \
-  --solver models/${PT_DIR}/${NET}/fast_rcnn/solver.prototxt \
+  --solver models/${PT_DIR}/${NET}/${EXP_SCHEME}/solver.prototxt \
   ${WEIGHTS_ARGS} \
   --imdb ${TRAIN_IMDB} \
   --iters ${ITERS} \
-  --cfg experiments/cfgs/fast_rcnn.yml \
+  --cfg experiments/cfgs/${EXP_SCHEME}.yml \
   ${EXTRA_ARGS}
 
 set +x
@@ -34,8 +35,8 @@ NET_FINAL=`grep -B 1 "done solving" ${LOG} | grep "Wrote snapshot" | awk '{print
 set -x
 
 time ./tools/test_net.py --gpu ${GPU_ID} \
-  --def models/${PT_DIR}/${NET}/fast_rcnn/test.prototxt \
+  --def models/${PT_DIR}/${NET}/${EXP_SCHEME}/test.prototxt \
   --net ${NET_FINAL} \
   --imdb ${TEST_IMDB} \
-  --cfg experiments/cfgs/fast_rcnn.yml \
+  --cfg experiments/cfgs/${EXP_SCHEME}.yml \
   ${EXTRA_ARGS}

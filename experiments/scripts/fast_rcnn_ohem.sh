@@ -1,41 +1,6 @@
 #!/bin/bash
 # Usage:
 # ./experiments/scripts/fast_rcnn_ohem.sh GPU NET DATASET [options args to {train,test}_net.py]
-# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU.
-#
-# Example:
-# ./experiments/scripts/fast_rcnn_ohem.sh 0 VGG_CNN_M_1024 pascal_voc \
-#   --set EXP_DIR foobar RNG_SEED 42 TRAIN.SCALES "[400, 500, 600, 700]"
-# ./experiments/scripts/fast_rcnn_ohem.sh -1 ToyNet toy
-
-set -x
-set -e
-cd "$(dirname "$0")/../.."
-source experiments/scripts/_common.sh fast_rcnn_ohem "$@"
-
-case $DATASET in
-  pascal_voc) ITERS=40000 ;;
-  coco) ITERS=280000 ;;
-  toy) ITERS=${TOY_ITERS:-2000} ;;
-esac
-
-# Fast R-CNN trains on precomputed proposals (selective search by default; pass
-# --set TRAIN.PROPOSAL_METHOD rpn with an rpn_file for RPN proposals).
-time ./tools/train_net.py --gpu ${GPU_ID} \
-  --solver models/${PT_DIR}/${NET}/fast_rcnn_ohem/solver.prototxt \
-  ${WEIGHTS_ARGS} \
-  --imdb ${TRAIN_IMDB} \
-  --iters ${ITERS} \
-  --cfg experiments/cfgs/fast_rcnn_ohem.yml \
-  ${EXTRA_ARGS}
-
-set +x
-NET_FINAL=`grep -B 1 "done solving" ${LOG} | grep "Wrote snapshot" | awk '{print $4}'`
-set -x
-
-time ./tools/test_net.py --gpu ${GPU_ID} \
-  --def models/${PT_DIR}/${NET}/fast_rcnn_ohem/test.prototxt \
-  --net ${NET_FINAL} \
-  --imdb ${TEST_IMDB} \
-  --cfg experiments/cfgs/fast_rcnn_ohem.yml \
-  ${EXTRA_ARGS}
+# fast rcnn with online hard example mining: the same steps as fast_rcnn.sh, with the
+# models/*/fast_rcnn_ohem nets and experiments/cfgs/*fast_rcnn_ohem.yml.
+EXP_SCHEME=fast_rcnn_ohem exec "$(dirname "$0")/fast_rcnn.sh" "$@"

@@ -11,7 +11,12 @@
 set -x
 set -e
 cd "$(dirname "$0")/../.."
-source experiments/scripts/_common.sh faster_rcnn_alt_opt "$@"
+EXP_SCHEME=${EXP_SCHEME:-faster_rcnn_alt_opt}   # faster_rcnn_alt_opt_ohem.sh sets EXP_SCHEME=faster_rcnn_alt_opt_ohem
+source experiments/scripts/_common.sh ${EXP_SCHEME} "$@"
+OHEM_FLAG=""
+if [ "${EXP_SCHEME}" = "faster_rcnn_alt_opt_ohem" ]; then
+  OHEM_FLAG="--ohem"
+fi
 
 
 # Stage iterations: the prototxts' defaults (80k/40k/80k/40k) unless STAGE_ITERS is set,
@@ -27,8 +32,8 @@ time ./tools/train_faster_rcnn_alt_opt.py --gpu ${GPU_ID} \
   --net_name ${NET} \
   ${WEIGHTS_ARGS} \
   --imdb ${TRAIN_IMDB} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_alt_opt.yml \
-  ${STAGE_ARGS} ${ALT_OPT_FLAGS} \
+  --cfg experiments/cfgs/${CFG_PREFIX}${EXP_SCHEME}.yml \
+  ${STAGE_ARGS} ${OHEM_FLAG} \
   ${EXTRA_ARGS}
 
 set +x
@@ -39,5 +44,5 @@ time ./tools/test_net.py --gpu ${GPU_ID} \
   --def models/${PT_DIR}/${NET}/faster_rcnn_alt_opt/faster_rcnn_test.pt \
   --net ${NET_FINAL} \
   --imdb ${TEST_IMDB} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_alt_opt.yml \
+  --cfg experiments/cfgs/${CFG_PREFIX}${EXP_SCHEME}.yml \
   ${EXTRA_ARGS}

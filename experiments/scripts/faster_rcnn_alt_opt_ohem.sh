@@ -1,43 +1,6 @@
 #!/bin/bash
 # Usage:
 # ./experiments/scripts/faster_rcnn_alt_opt_ohem.sh GPU NET DATASET [options args to {train,test}_net.py]
-# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU.
-#
-# Example:
-# ./experiments/scripts/faster_rcnn_alt_opt.sh 0 VGG_CNN_M_1024 pascal_voc \
-#   --set EXP_DIR foobar RNG_SEED 42 TRAIN.SCALES "[400, 500, 600, 700]"
-# ./experiments/scripts/faster_rcnn_alt_opt.sh -1 ToyNet toy
-
-set -x
-set -e
-cd "$(dirname "$0")/../.."
-source experiments/scripts/_common.sh faster_rcnn_alt_opt_ohem "$@"
-
-
-# Stage iterations: the prototxts' defaults (80k/40k/80k/40k) unless STAGE_ITERS is set,
-# e.g. STAGE_ITERS=1500,1000,1500,1000 (the toy data set's default).
-STAGE_ARGS=""
-if [ -n "${STAGE_ITERS}" ]; then
-  STAGE_ARGS="--iters ${STAGE_ITERS}"
-elif [ "$DATASET" = "toy" ]; then
-  STAGE_ARGS="--iters 1500,1000,1500,1000"
-fi
-
-time ./tools/train_faster_rcnn_alt_opt.py --gpu ${GPU_ID} \
-  --net_name ${NET} \
-  ${WEIGHTS_ARGS} \
-  --imdb ${TRAIN_IMDB} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_alt_opt_ohem.yml \
-  ${STAGE_ARGS} --ohem \
-  ${EXTRA_ARGS}
-
-set +x
-NET_FINAL=`grep "Final model:" ${LOG} | awk '{print $3}'`
-set -x
-
-time ./tools/test_net.py --gpu ${GPU_ID} \
-  --def models/${PT_DIR}/${NET}/faster_rcnn_alt_opt/faster_rcnn_test.pt \
-  --net ${NET_FINAL} \
-  --imdb ${TEST_IMDB} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_alt_opt_ohem.yml \
-  ${EXTRA_ARGS}
+# Alternating optimisation whose Fast R-CNN stages train with online hard example mining
+# (train_faster_rcnn_alt_opt.py --ohem): the same steps as faster_rcnn_alt_opt.sh.
+EXP_SCHEME=faster_rcnn_alt_opt_ohem exec "$(dirname "$0")/faster_rcnn_alt_opt.sh" "$@"

@@ -11,7 +11,8 @@
 set -x
 set -e
 cd "$(dirname "$0")/../.."
-source experiments/scripts/_common.sh faster_rcnn_end2end "$@"
+EXP_SCHEME=${EXP_SCHEME:-faster_rcnn_end2end}   # faster_rcnn_end2end_ohem.sh runs this script with EXP_SCHEME=faster_rcnn_end2end_ohem
+source experiments/scripts/_common.sh ${EXP_SCHEME} "$@"
 
 case $DATASET in
   pascal_voc) ITERS=70000 ;;
@@ -20,11 +21,11 @@ case $DATASET in
 esac
 
 time ./tools/train_net.py --gpu ${GPU_ID} \
-  --solver models/${PT_DIR}/${NET}/faster_rcnn_end2end/solver.prototxt \
+  --solver models/${PT_DIR}/${NET}/${EXP_SCHEME}/solver.prototxt \
   ${WEIGHTS_ARGS} \
   --imdb ${TRAIN_IMDB} \
   --iters ${ITERS} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_end2end.yml \
+  --cfg experiments/cfgs/${CFG_PREFIX}${EXP_SCHEME}.yml \
   ${EXTRA_ARGS}
 
 set +x
@@ -32,8 +33,8 @@ NET_FINAL=`grep -B 1 "done solving" ${LOG} | grep "Wrote snapshot" | awk '{print
 set -x
 
 time ./tools/test_net.py --gpu ${GPU_ID} \
-  --def models/${PT_DIR}/${NET}/faster_rcnn_end2end/test.prototxt \
+  --def models/${PT_DIR}/${NET}/${EXP_SCHEME}/test.prototxt \
   --net ${NET_FINAL} \
   --imdb ${TEST_IMDB} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_end2end.yml \
+  --cfg experiments/cfgs/${CFG_PREFIX}${EXP_SCHEME}.yml \
   ${EXTRA_ARGS}

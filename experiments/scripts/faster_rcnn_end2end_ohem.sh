@@ -1,38 +1,6 @@
 #!/bin/bash
 # Usage:
 # ./experiments/scripts/faster_rcnn_end2end_ohem.sh GPU NET DATASET [options args to {train,test}_net.py]
-# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU.
-#
-# Example:
-# ./experiments/scripts/faster_rcnn_end2end_ohem.sh 0 VGG_CNN_M_1024 pascal_voc \
-#   --set EXP_DIR foobar RNG_SEED 42 TRAIN.SCALES "[400, 500, 600, 700]"
-# ./experiments/scripts/faster_rcnn_end2end_ohem.sh -1 ToyNet toy
-
-set -x
-set -e
-cd "$(dirname "$0")/../.."
-source experiments/scripts/_common.sh faster_rcnn_end2end_ohem "$@"
-
-case $DATASET in
-  pascal_voc) ITERS=70000 ;;
-  coco) ITERS=490000 ;;
-  toy) ITERS=${TOY_ITERS:-3000} ;;
-esac
-time ./tools/train_net.py --gpu ${GPU_ID} \
-  --solver models/${PT_DIR}/${NET}/faster_rcnn_end2end_ohem/solver.prototxt \
-  ${WEIGHTS_ARGS} \
-  --imdb ${TRAIN_IMDB} \
-  --iters ${ITERS} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_end2end_ohem.yml \
-  ${EXTRA_ARGS}
-
-set +x
-NET_FINAL=`grep -B 1 "done solving" ${LOG} | grep "Wrote snapshot" | awk '{print $4}'`
-set -x
-
-time ./tools/test_net.py --gpu ${GPU_ID} \
-  --def models/${PT_DIR}/${NET}/faster_rcnn_end2end_ohem/test.prototxt \
-  --net ${NET_FINAL} \
-  --imdb ${TEST_IMDB} \
-  --cfg experiments/cfgs/${CFG_PREFIX}faster_rcnn_end2end_ohem.yml \
-  ${EXTRA_ARGS}
+# faster rcnn end2end with online hard example mining: the same steps as faster_rcnn_end2end.sh, with the
+# models/*/faster_rcnn_end2end_ohem nets and experiments/cfgs/*faster_rcnn_end2end_ohem.yml.
+EXP_SCHEME=faster_rcnn_end2end_ohem exec "$(dirname "$0")/faster_rcnn_end2end.sh" "$@"
