@@ -395,11 +395,14 @@ class Net:
 # ---- helpers -------------------------------------------------------------------------------
 
 def _to_float32(blobs: Sequence[Blob], diff: bool = False) -> None:
-    """Give bf16 values (or gradients) of these blobs back in float32, in the blobs."""
+    """Give bf16 values (or gradients) of these blobs back in float32, in the blobs, and in
+    the standard contiguous order (a bf16 convolution's output is channels-last: code
+    written for NCHW, e.g. slicing channels, would crawl through it)."""
     for b in blobs:
         t = b.diff_tensor if diff else b.tensor
         if t.dtype in (torch.bfloat16, torch.float16):
-            (b.set_diff_tensor if diff else b.set_tensor)(t.float())
+            (b.set_diff_tensor if diff else b.set_tensor)(
+                t.to(torch.float32, memory_format=torch.contiguous_format))
 
 
 def _precision_scope(layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob],
