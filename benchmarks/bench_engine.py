@@ -20,7 +20,8 @@ Engine and plain steps alternate, so drifts of the machine hit both alike; the f
 the first time). Printed: median seconds of each, and engine/plain, per net.
 
 `--bf16` runs both sides in bfloat16 autocast with channels-last activations (the engine
-through `caffe.set_precision('bf16')`), and prints how far the losses moved from fp32.
+through `caffe.set_precision('bf16')`), and prints how far the engine's losses, outputs and
+gradients moved from fp32 (see _bf16_accuracy).
 `--upto LAYER` keeps the layers up to LAYER (and `--drop TYPE` removes layers of a type,
 wiring their bottom through), so the conv body alone can be timed; a net cut before its
 losses is trained against a fixed gradient on its outputs (force_backward).
@@ -301,25 +302,58 @@ def bench_net(name: str, args, tmp: str) -> Dict[str, object]:
               'plain': statistics.median(t_plain), 'engine_all': t_engine, 'plain_all': t_plain,
               'loss_engine': loss_e, 'loss_plain': loss_p}
     if args.bf16:
-        result['loss_err'] = _bf16_loss_error(path, inputs)
+        result['loss_err'] = _bf16_accuracy(path, inputs)
     caffe.set_precision('fp32')
     return result
 
 
-def _bf16_loss_error(path: str, inputs: Dict[str, np.ndarray]) -> Dict[str, float]:
-    """Relative error of the engine's bf16 losses against fp32 (dropout seeded alike)."""
-    out = {}
+def _bf16_accuracy(path: str, inputs: Dict[str, np.ndarray]) -> Dict[str, float]:
+    """How far the engine's bf16 results are from fp32 on the same net, weights and dropout.
+
+    The prototxt's fillers give near-zero scores (every loss is then about log(21) whatever
+    the precision), so the weights are redrawn at He scale (std sqrt(2 / fan_in), the first
+    layer's divided by the image's std, the two heads' by 10) so that every layer matters
+    and the scores are of order 1. Returned: relative error of each loss, and relative L2 error of the
+    score and box outputs and of the gradients of the first learnable conv and of fc6.
+    """
+    caffe.set_precision('fp32')
+    caffe.set_random_seed(0)
+    net = caffe.Net(path, caffe.TRAIN)
+    rng = np.random.RandomState(1)
+    names = list(net.params)
+    for n, ps in net.params.items():
+        w = ps[0].data
+        std = np.sqrt(2.0 / np.prod(w.shape[1:]))
+        if n == names[0]:
+            std /= float(inputs['data'].std())  # unit-scale activations from the image
+        if n in ('cls_score', 'bbox_pred'):
+            std *= 0.1  # scores of order 1: softmax not saturated
+        w[...] = rng.randn(*w.shape) * std
+    for k, v in inputs.items():
+        if k in net.blobs:
+            net.blobs[k].data[...] = v
+    grads = [n for n, lp in zip(net._layer_names, net.layers)
+             if len(lp.blobs) and any(lp.param_propagate_down)]
+    watch = [grads[0], 'fc6'] if 'fc6' in grads else grads[:1]
+    res = {}
     for prec in ('fp32', 'bf16'):
         caffe.set_precision(prec)
-        caffe.set_random_seed(0)
-        net = caffe.Net(path, caffe.TRAIN)
-        for k, v in inputs.items():
-            if k in net.blobs:
-                net.blobs[k].data[...] = v
-        caffe.set_random_seed(1)
-        res = net.forward()
-        out[prec] = {n: float(res[n]) for n, w in net.blob_loss_weights.items() if w}
-    return {n: abs(out['bf16'][n] - v) / max(abs(v), 1e-12) for n, v in out['fp32'].items()}
+        net.clear_param_diffs()
+        caffe.set_random_seed(1)  # the same dropout masks
+        out = net.forward()
+        net.backward()
+        res[prec] = {n: float(out[n]) for n, w in net.blob_loss_weights.items() if w}
+        for n in ('cls_score', 'bbox_pred'):
+            if n in net.blobs:
+                res[prec][n] = net.blobs[n].data.copy()
+        for n in watch:
+            res[prec]['grad ' + n] = net.params[n][0].diff.copy()
+    caffe.set_precision('fp32')
+    err = {}
+    for k, ref in res['fp32'].items():
+        low = res['bf16'][k]
+        err[k] = float(np.linalg.norm(np.asarray(low) - ref) / max(np.linalg.norm(ref), 1e-30))
+    return err
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -337,8 +371,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         torch.set_num_threads(args.threads)
     caffe.set_mode_cpu()
     mode = ('forward' if args.forward_only else 'forward+backward') + (' bf16' if args.bf16 else ' fp32')
-    print('torch %s, %d threads, %s, %d timed steps (median s)' % (
-        torch.__version__, torch.get_num_threads(), mode, args.iters))
+    from caffe import _config
+    print('torch %s, %d threads, %s, %d timed steps (median s); freed-memory reuse %s (both sides)'
+          % (torch.__version__, torch.get_num_threads(), mode, args.iters,
+             'on' if _config.memory_reuse_enabled() else 'off'))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [n for n in args.nets.split(',') if n]:
@@ -350,7 +386,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print('    plain  steps %s' % ' '.join('%.3f' % t for t in r['plain_all']))
             print('    losses engine %s plain %s' % (_fmt(r['loss_engine']), _fmt(r['loss_plain'])))
             if 'loss_err' in r:
-                print('    bf16 vs fp32 loss relative error (engine): %s' % _fmt(r['loss_err']))
+                print('    engine bf16 vs fp32, relative error (He-scaled weights): %s'
+                      % _fmt(r['loss_err']))
 
 
 def _fmt(d: Dict[str, float]) -> str:
