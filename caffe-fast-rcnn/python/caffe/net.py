@@ -345,7 +345,7 @@ class Net:
             bottom = [self._blobs[i] for i in self._bottom_ids[li]]
             top = [self._blobs[i] for i in self._top_ids[li]]
             try:
-                with _precision_scope(layer, bottom, (), lowp):
+                with _precision_scope(layer, bottom, lowp):
                     if isinstance(layer, TorchLayer):
                         shapes = tuple(b.shape for b in bottom)
                         if shapes != self._last_shapes[li]:
@@ -405,8 +405,7 @@ def _to_float32(blobs: Sequence[Blob], diff: bool = False) -> None:
                 t.to(torch.float32, memory_format=torch.contiguous_format))
 
 
-def _precision_scope(layer: Layer, bottom: Sequence[Blob], top: Sequence[Blob],
-                     lowp: Optional[torch.dtype]):
+def _precision_scope(layer: Layer, bottom: Sequence[Blob], lowp: Optional[torch.dtype]):
     """The autocast context a layer's forward runs in under set_precision('bf16').
 
     Layers marked `run_in_bf16` (TorchLayers other than losses) run inside torch.autocast,

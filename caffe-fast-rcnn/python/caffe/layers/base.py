@@ -16,7 +16,7 @@ forward/backward:
   forwards (Dropout) override `backward` instead.
 
 Speed notes: a parameter gradient from autograd is a fresh tensor; it is added into the
-blob's diff (Caffe accumulates), or becomes the diff when the solver has just cleared it
+blob's diff (Caffe accumulates), or becomes the diff when the blob has none yet
 (Blob.accumulate_diff). Under `caffe.set_precision('bf16')` the net runs this layer inside
 torch.autocast, and layers that set `channels_last_in_bf16` (convolutions: oneDNN's bf16
 kernels want NHWC) get their 4-axis bottoms in channels-last memory order.
