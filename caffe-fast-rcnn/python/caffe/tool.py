@@ -139,7 +139,7 @@ class _SignalHandler:
     """Turns SIGINT/SIGHUP into solver actions, polled once per iteration (as Caffe's)."""
 
     def __init__(self, sigint_effect: str, sighup_effect: str):
-        from .solver import SolverAction
+        from .solvers import SolverAction
         names = {'stop': SolverAction.STOP, 'snapshot': SolverAction.SNAPSHOT,
                  'none': SolverAction.NONE}
         for v in (sigint_effect, sighup_effect):
@@ -178,7 +178,7 @@ class _SignalHandler:
 # ---- commands ------------------------------------------------------------------------------------
 
 def train(args) -> int:
-    from . import solver as _solver
+    from . import solvers as _solvers
     from .proto import caffe_pb2
     if not args.solver:
         raise _Fatal('Check failed: FLAGS_solver.size() > 0 (0 vs. 0) Need a solver definition '
@@ -186,7 +186,7 @@ def train(args) -> int:
     if args.snapshot and args.weights:
         raise _Fatal('Check failed: !FLAGS_snapshot.size() || !FLAGS_weights.size() Give a '
                      'snapshot to resume training or weights to finetune but not both.')
-    param = _solver.read_solver_param(args.solver)
+    param = _solvers.read_solver_param(args.solver)
     if args.level is not None:
         param.train_state.level = args.level
     for s in _stages(args.stage):
@@ -203,7 +203,7 @@ def train(args) -> int:
     if gpus:
         param.device_id = gpus[0]
     with _SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
-        solver = _solver._create(param, args.solver)
+        solver = _solvers.create_solver(param, args.solver)
         solver.set_action_function(handler.action)
         if args.snapshot:
             _log.info(_CAFFE_CPP + ':205', 'Resuming from ' + args.snapshot)
