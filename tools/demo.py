@@ -19,11 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import caffe  # noqa: E402
-from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list  # noqa: E402
+from fast_rcnn.config import cfg  # noqa: E402
 from fast_rcnn.nms_wrapper import nms  # noqa: E402
 from fast_rcnn.test import im_detect  # noqa: E402
 from utils.device import setup_caffe_device  # noqa: E402
 from utils.timer import Timer  # noqa: E402
+
+from _tool_args import add_cfg_arg, add_device_args, add_set_arg, load_cfg  # noqa: E402
 
 CLASSES = ('__background__', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
            'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
@@ -68,9 +70,7 @@ def detect(net, im, classes, conf_thresh=0.8, nms_thresh=0.3):
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Faster R-CNN demo')
-    parser.add_argument('--gpu', dest='gpu_id', help='GPU device id to use [0]; -1 for the CPU',
-                        default=0, type=int)
-    parser.add_argument('--cpu', dest='cpu_mode', help='use CPU mode', action='store_true')
+    add_device_args(parser, cpu_dest='cpu_mode', cpu_help='use CPU mode')
     parser.add_argument('--net', dest='demo_net', help='network to use [vgg16]', choices=NETS.keys(),
                         default='vgg16')
     parser.add_argument('--def', dest='prototxt', default=None, help='test prototxt (overrides --net)')
@@ -81,18 +81,15 @@ def parse_args(argv=None):
                         help='folder for the pictures')
     parser.add_argument('--conf', type=float, default=0.8, help='score threshold')
     parser.add_argument('--nms', type=float, default=0.3, help='NMS threshold')
-    parser.add_argument('--cfg', dest='cfg_file', default=None, help='optional config file')
-    parser.add_argument('--set', dest='set_cfgs', default=None, nargs=argparse.REMAINDER)
+    add_cfg_arg(parser)
+    add_set_arg(parser, set_help=None)
     return parser.parse_args(argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
     cfg.TEST.HAS_RPN = True  # Use RPN for proposals
-    if args.cfg_file:
-        cfg_from_file(args.cfg_file)
-    if args.set_cfgs:
-        cfg_from_list(args.set_cfgs)
+    load_cfg(args, skip_empty=True)
     prototxt = args.prototxt or os.path.join(cfg.MODELS_DIR, NETS[args.demo_net][0],
                                              'faster_rcnn_alt_opt', 'faster_rcnn_test.pt')
     caffemodel = args.caffemodel or os.path.join(cfg.DATA_DIR, 'faster_rcnn_models',

@@ -5,11 +5,12 @@
 """
 import _init_paths  # noqa: F401
 import argparse
-import sys
 
 import numpy as np
 
 from datasets.factory import get_imdb
+
+from _tool_args import parse_or_help, print_args
 
 
 def parse_args(argv=None):
@@ -19,16 +20,12 @@ def parse_args(argv=None):
     parser.add_argument('--method', dest='method', help='proposal method',
                         default='selective_search', type=str)
     parser.add_argument('--rpn-file', dest='rpn_file', default=None, type=str)
-    if argv is None and len(sys.argv) == 1:
-        parser.print_help()
-        sys.exit(1)
-    return parser.parse_args(argv)
+    return parse_or_help(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    print('Called with args:')
-    print(args)
+    print_args(args)
     imdb = get_imdb(args.imdb_name)
     imdb.set_proposal_method(args.method)
     if args.rpn_file is not None:

@@ -12,12 +12,13 @@ with an unpickler that only rebuilds lists and NumPy arrays.
 import _init_paths  # noqa: F401
 import argparse
 import os
-import sys
 
 from datasets.factory import get_imdb
-from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list
+from fast_rcnn.config import cfg
 from fast_rcnn.test import apply_nms
 from utils.safe_pickle import load_arrays
+
+from _tool_args import add_cfg_arg, add_set_arg, load_cfg, parse_or_help
 
 
 def parse_args(argv=None):
@@ -30,13 +31,9 @@ def parse_args(argv=None):
     parser.add_argument('--comp', dest='comp_mode', help='competition mode', action='store_true')
     parser.add_argument('--nms', dest='apply_nms', help='apply nms', action='store_true')
     # The data set is found through the config (DATA_DIR), so a set outside data/ needs these.
-    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
-    parser.add_argument('--set', dest='set_cfgs', help='set config keys', default=None,
-                        nargs=argparse.REMAINDER)
-    if argv is None and len(sys.argv) == 1:
-        parser.print_help()
-        sys.exit(1)
-    return parser.parse_args(argv)
+    add_cfg_arg(parser)
+    add_set_arg(parser)
+    return parse_or_help(parser, argv)
 
 
 def from_dets(imdb_name, output_dir, args):
@@ -53,10 +50,7 @@ def from_dets(imdb_name, output_dir, args):
 
 def main(argv=None):
     args = parse_args(argv)
-    if args.cfg_file is not None:
-        cfg_from_file(args.cfg_file)
-    if args.set_cfgs is not None:
-        cfg_from_list(args.set_cfgs)
+    load_cfg(args)
     output_dir = os.path.abspath(args.output_dir[0])
     return from_dets(args.imdb_name, output_dir, args)
 

@@ -7,51 +7,38 @@ import _init_paths  # noqa: F401
 import argparse
 import os
 import pickle
-import pprint
-import sys
-import time
 
 import numpy as np
 
 import caffe
 from datasets.factory import get_imdb
-from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list, get_output_dir
+from fast_rcnn.config import cfg, get_output_dir
 from rpn.generate import imdb_proposals
 from utils.device import setup_caffe_device
+
+from _tool_args import (GPU_ID_HELP, add_cfg_arg, add_device_args, add_net_args, add_set_arg,
+                        add_wait_arg, load_cfg, parse_or_help, print_args, print_cfg, wait_for_file)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Generate RPN proposals')
-    parser.add_argument('--gpu', dest='gpu_id', help='GPU id to use; -1 for the CPU', default=0, type=int)
-    parser.add_argument('--cpu', dest='cpu', action='store_true', help='run on the CPU')
-    parser.add_argument('--def', dest='prototxt', help='prototxt file defining the network', default=None, type=str)
-    parser.add_argument('--net', dest='caffemodel', help='model to test', default=None, type=str)
-    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
-    parser.add_argument('--wait', dest='wait', help='wait until net file exists', default=True,
-                        type=lambda s: str(s).lower() not in ('0', 'false', 'no'))
+    add_device_args(parser, gpu_help=GPU_ID_HELP)
+    add_net_args(parser)
+    add_cfg_arg(parser)
+    add_wait_arg(parser)
     parser.add_argument('--imdb', dest='imdb_name', help='dataset to test', default='voc_2007_test', type=str)
-    parser.add_argument('--set', dest='set_cfgs', help='set config keys', default=None, nargs=argparse.REMAINDER)
-    if argv is None and len(sys.argv) == 1:
-        parser.print_help()
-        sys.exit(1)
-    return parser.parse_args(argv)
+    add_set_arg(parser)
+    return parse_or_help(parser, argv)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    print('Called with args:')
-    print(args)
-    if args.cfg_file is not None:
-        cfg_from_file(args.cfg_file)
-    if args.set_cfgs is not None:
-        cfg_from_list(args.set_cfgs)
+    print_args(args)
+    load_cfg(args)
     cfg.TEST.RPN_PRE_NMS_TOP_N = -1
     cfg.TEST.RPN_POST_NMS_TOP_N = 2000
-    print('Using config:')
-    pprint.pprint(cfg)
-    while not os.path.exists(args.caffemodel) and args.wait:
-        print('Waiting for {} to exist...'.format(args.caffemodel))
-        time.sleep(10)
+    print_cfg()
+    wait_for_file(args.caffemodel, args.wait)
     setup_caffe_device(args.gpu_id, args.cpu)
     net = caffe.Net(args.prototxt, args.caffemodel, caffe.TEST)
     net.name = os.path.splitext(os.path.basename(args.caffemodel))[0]

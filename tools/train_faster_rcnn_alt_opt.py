@@ -23,31 +23,27 @@ import sys
 import numpy as np
 
 from datasets.factory import get_imdb
-from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list, cfg_restore, cfg_snapshot, get_output_dir
+from fast_rcnn.config import cfg, cfg_restore, cfg_snapshot, get_output_dir
+
+from _tool_args import add_cfg_arg, add_device_args, add_set_arg, load_cfg, parse_or_help, print_args
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a Faster R-CNN network')
-    parser.add_argument('--gpu', dest='gpu_id', help='GPU device id to use [0]; -1 for the CPU',
-                        default=0, type=int)
-    parser.add_argument('--cpu', dest='cpu', help='run on the CPU', action='store_true')
+    add_device_args(parser)
     parser.add_argument('--net_name', dest='net_name', help='network name (e.g., "ZF")',
                         default=None, type=str)
     parser.add_argument('--weights', dest='pretrained_model',
                         help='initialize with pretrained model weights', default=None, type=str)
-    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
+    add_cfg_arg(parser)
     parser.add_argument('--imdb', dest='imdb_name', help='dataset to train on',
                         default='voc_2007_trainval', type=str)
     parser.add_argument('--ohem', dest='ohem', help='train the Fast R-CNN stages with OHEM',
                         action='store_true')
     parser.add_argument('--iters', dest='stage_iters', default=None, type=str,
                         help='iterations of the four stages, comma separated')
-    parser.add_argument('--set', dest='set_cfgs', help='set config keys', default=None,
-                        nargs=argparse.REMAINDER)
-    if argv is None and len(sys.argv) == 1:
-        parser.print_help()
-        sys.exit(1)
-    return parser.parse_args(argv)
+    add_set_arg(parser)
+    return parse_or_help(parser, argv)
 
 
 def get_roidb(imdb_name, rpn_file=None):
@@ -184,12 +180,8 @@ def _run_stage(target, **kwargs):
 
 def main(argv=None):
     args = parse_args(argv)
-    print('Called with args:')
-    print(args)
-    if args.cfg_file is not None:
-        cfg_from_file(args.cfg_file)
-    if args.set_cfgs is not None:
-        cfg_from_list(args.set_cfgs)
+    print_args(args)
+    load_cfg(args)
     cfg.GPU_ID = -1 if args.cpu else args.gpu_id
     if args.net_name is None:
         sys.exit('train_faster_rcnn_alt_opt.py: --net_name is required')

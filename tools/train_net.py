@@ -9,7 +9,6 @@
 """
 import _init_paths  # noqa: F401
 import argparse
-import pprint
 import sys
 
 import numpy as np
@@ -17,32 +16,29 @@ import numpy as np
 import caffe
 import datasets.imdb
 from datasets.factory import get_imdb
-from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list, get_output_dir
+from fast_rcnn.config import cfg, get_output_dir
 from fast_rcnn.train import get_training_roidb, train_net
 from utils.device import setup_caffe_device
+
+from _tool_args import (add_cfg_arg, add_device_args, add_set_arg, load_cfg, parse_or_help,
+                        print_args, print_cfg)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a Fast R-CNN network')
-    parser.add_argument('--gpu', dest='gpu_id', help='GPU device id to use [0]; -1 for the CPU',
-                        default=0, type=int)
-    parser.add_argument('--cpu', dest='cpu', help='run on the CPU', action='store_true')
+    add_device_args(parser)
     parser.add_argument('--solver', dest='solver', help='solver prototxt', default=None, type=str)
     parser.add_argument('--iters', dest='max_iters', help='number of iterations to train',
                         default=40000, type=int)
     parser.add_argument('--weights', dest='pretrained_model',
                         help='initialize with pretrained model weights', default=None, type=str)
-    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
+    add_cfg_arg(parser)
     parser.add_argument('--imdb', dest='imdb_name', help='dataset to train on',
                         default='voc_2007_trainval', type=str)
     parser.add_argument('--rand', dest='randomize', help='randomize (do not use a fixed seed)',
                         action='store_true')
-    parser.add_argument('--set', dest='set_cfgs', help='set config keys', default=None,
-                        nargs=argparse.REMAINDER)
-    if argv is None and len(sys.argv) == 1:
-        parser.print_help()
-        sys.exit(1)
-    return parser.parse_args(argv)
+    add_set_arg(parser)
+    return parse_or_help(parser, argv)
 
 
 def combined_roidb(imdb_names):
@@ -67,15 +63,10 @@ def combined_roidb(imdb_names):
 
 def main(argv=None):
     args = parse_args(argv)
-    print('Called with args:')
-    print(args)
-    if args.cfg_file is not None:
-        cfg_from_file(args.cfg_file)
-    if args.set_cfgs is not None:
-        cfg_from_list(args.set_cfgs)
+    print_args(args)
+    load_cfg(args)
     setup_caffe_device(args.gpu_id, args.cpu)
-    print('Using config:')
-    pprint.pprint(cfg)
+    print_cfg()
     if not args.randomize:
         # fix the random seeds (numpy and caffe) for reproducibility
         np.random.seed(cfg.RNG_SEED)

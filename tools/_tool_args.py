@@ -1,0 +1,90 @@
+"""The command-line flags and start-up steps the tools share, defined once.
+
+py-faster-rcnn's scripts each spell out `--gpu/--cpu`, `--cfg`, `--set`, print their
+arguments and the config, and wait for a model file; users and the experiment scripts rely
+on those flags, their defaults, their help and the printed lines, so the helpers here take
+each script's own wording where the scripts differ and must be called in the script's
+order (argparse lists flags, and prints the Namespace, in the order they were added).
+"""
+import _init_paths  # noqa: F401
+import argparse
+import os
+import pprint
+import sys
+import time
+
+from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list
+
+GPU_HELP = 'GPU device id to use [0]; -1 for the CPU'
+GPU_ID_HELP = 'GPU id to use; -1 for the CPU'
+
+
+def _yes(text):
+    """--wait's value: anything but 0/false/no (any case) means yes."""
+    return str(text).lower() not in ('0', 'false', 'no')
+
+
+def add_device_args(parser, gpu_help=GPU_HELP, cpu_dest='cpu', cpu_help='run on the CPU'):
+    """`--gpu N` (default 0; -1 is the CPU) and `--cpu`."""
+    parser.add_argument('--gpu', dest='gpu_id', help=gpu_help, default=0, type=int)
+    parser.add_argument('--cpu', dest=cpu_dest, help=cpu_help, action='store_true')
+
+
+def add_net_args(parser, net_help='model to test'):
+    """`--def` (the prototxt) and `--net` (the .caffemodel)."""
+    parser.add_argument('--def', dest='prototxt', help='prototxt file defining the network',
+                        default=None, type=str)
+    parser.add_argument('--net', dest='caffemodel', help=net_help, default=None, type=str)
+
+
+def add_cfg_arg(parser):
+    """`--cfg FILE`: a YAML config merged into fast_rcnn.config.cfg."""
+    parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
+
+
+def add_wait_arg(parser):
+    """`--wait` (default yes): wait for --net to appear (a training run still writing it)."""
+    parser.add_argument('--wait', dest='wait', help='wait until net file exists', default=True,
+                        type=_yes)
+
+
+def add_set_arg(parser, set_help='set config keys'):
+    """`--set KEY VALUE ...`: config overrides; takes the rest of the command line."""
+    parser.add_argument('--set', dest='set_cfgs', help=set_help, default=None,
+                        nargs=argparse.REMAINDER)
+
+
+def parse_or_help(parser, argv=None):
+    """Parse `argv` (the command line if None); with no arguments at all, print the help
+    and exit with status 1, as py-faster-rcnn's tools do."""
+    if argv is None and len(sys.argv) == 1:
+        parser.print_help()
+        sys.exit(1)
+    return parser.parse_args(argv)
+
+
+def print_args(args):
+    print('Called with args:')
+    print(args)
+
+
+def load_cfg(args, skip_empty=False):
+    """Merge --cfg's file, then --set's pairs, into cfg. With `skip_empty`, an empty
+    --cfg ''/--set counts as absent (demo.py's behaviour); otherwise only None does."""
+    given = bool if skip_empty else (lambda v: v is not None)
+    if given(args.cfg_file):
+        cfg_from_file(args.cfg_file)
+    if given(args.set_cfgs):
+        cfg_from_list(args.set_cfgs)
+
+
+def print_cfg():
+    print('Using config:')
+    pprint.pprint(cfg)
+
+
+def wait_for_file(path, wait=True):
+    """Block (polling every 10 s, saying so) until `path` exists, if `wait`."""
+    while not os.path.exists(path) and wait:
+        print('Waiting for {} to exist...'.format(path))
+        time.sleep(10)
