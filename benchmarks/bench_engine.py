@@ -17,7 +17,9 @@ any other value is a prototxt path) this builds
 
 Engine and plain steps alternate, so drifts of the machine hit both alike; the first
 `--warmup` steps of each are not timed (they create oneDNN primitives and touch memory for
-the first time). Printed: median seconds of each, and engine/plain, per net.
+the first time). Printed per net: median seconds of each, engine/plain of the medians, and
+the median of the per-step ratios (each engine step against the plain step right after it,
+the figure least moved by other load on a shared machine).
 
 `--bf16` runs both sides in bfloat16 autocast with channels-last activations (the engine
 through `caffe.set_precision('bf16')`), and prints how far the engine's losses, outputs and
@@ -380,8 +382,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for name in [n for n in args.nets.split(',') if n]:
             r = bench_net(name, args, tmp)
             rows.append(r)
-            print('%-34s engine %.3f s  plain %.3f s  engine/plain %.2fx' % (
-                r['net'], r['engine'], r['plain'], r['engine'] / r['plain']))
+            paired = statistics.median(e / p for e, p in zip(r['engine_all'], r['plain_all']))
+            print('%-34s engine %.3f s  plain %.3f s  engine/plain %.2fx  (median of paired '
+                  'step ratios %.2fx)' % (r['net'], r['engine'], r['plain'],
+                                          r['engine'] / r['plain'], paired))
             print('    engine steps %s' % ' '.join('%.3f' % t for t in r['engine_all']))
             print('    plain  steps %s' % ' '.join('%.3f' % t for t in r['plain_all']))
             print('    losses engine %s plain %s' % (_fmt(r['loss_engine']), _fmt(r['loss_plain'])))

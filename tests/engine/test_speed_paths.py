@@ -184,3 +184,65 @@ def test_memory_reuse_opt_out():
     out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True,
                          timeout=120)
     assert out.stdout.strip() == 'False', out.stderr
+
+
+# ---- in-place ReLU: Caffe's in-place computation, without a second buffer --------------------
+
+INPLACE_NET = """
+force_backward: true
+input: "x" input_shape { dim: 2 dim: 2 dim: 4 dim: 4 }
+layer { name: "c" type: "Convolution" bottom: "x" top: "c"
+        convolution_param { num_output: 3 kernel_size: 3 pad: 1
+          weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.3 } } }
+layer { name: "r" type: "ReLU" bottom: "c" top: "c" %s }
+layer { name: "ip" type: "InnerProduct" bottom: "c" top: "y"
+        inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 0.5 } } }
+"""
+
+
+@pytest.mark.parametrize('relu_param', ['', 'relu_param { negative_slope: 0.2 }'])
+def test_inplace_relu_gradients(relu_param):
+    net = check_net_gradients(INPLACE_NET % relu_param, {'x': R.randn(2, 2, 4, 4)})
+    assert net.layer_dict['r'].inplace
+
+
+def test_inplace_relu_overwrites_its_bottom(tmp_path):
+    net = _net(tmp_path, INPLACE_NET % '')
+    net.blobs['x'].data[...] = R.randn(2, 2, 4, 4)
+    conv = net.layer_dict['c']
+    net.forward()
+    out = conv._outs[0]  # the convolution's own output tensor
+    assert net.blobs['c'].tensor.data_ptr() == out.data_ptr()
+    assert (out.detach() >= 0).all() and (net.blobs['c'].data >= 0).all()
+    net.backward(y=np.ones((2, 2), np.float32))  # conv's backward never reads its output
+    assert np.abs(net.params['c'][0].diff).max() > 0
+
+
+def test_no_inplace_on_net_inputs(tmp_path):
+    net = _net(tmp_path, """
+    input: "x" input_shape { dim: 2 dim: 3 }
+    layer { name: "r0" type: "ReLU" bottom: "x" top: "x" }
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "h"
+            inner_product_param { num_output: 3 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "a" type: "ReLU" bottom: "h" top: "h" }
+    """)
+    assert not net.layer_dict['r0'].inplace  # would overwrite the caller's array
+    assert net.layer_dict['a'].inplace
+    x = R.randn(2, 3).astype(np.float32)
+    net.blobs['x'].data[...] = x
+    net.forward()
+    h = np.maximum(x, 0) @ net.params['ip'][0].data.T + net.params['ip'][1].data
+    np.testing.assert_allclose(net.blobs['h'].data, np.maximum(h, 0), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(net.blobs['x'].data, np.maximum(x, 0))
+
+
+def test_inplace_after_a_layer_that_keeps_its_output():
+    """TanH's autograd keeps its output; the ReLU overwrites it, so TanH recomputes."""
+    check_net_gradients("""
+    force_backward: true
+    input: "x" input_shape { dim: 3 dim: 4 }
+    layer { name: "ip" type: "InnerProduct" bottom: "x" top: "h"
+            inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "t" type: "TanH" bottom: "h" top: "t" }
+    layer { name: "r" type: "ReLU" bottom: "t" top: "t" }
+    """, {'x': R.randn(3, 4)})

@@ -202,8 +202,24 @@ class Net:
                 layer.record = self._layer_need_backward[li]
             if getattr(layer, 'run_in_bf16', False) and any(self._loss_weights[li]):
                 layer.run_in_bf16 = False  # losses are computed in float32 under bf16
+            if isinstance(layer, TorchLayer) and hasattr(layer, 'compute_inplace'):
+                layer.inplace = self._may_overwrite(li)
         self._last_shapes: List[Optional[tuple]] = [None] * len(self.layers)
         info('Network initialization done.')
+
+    def _may_overwrite(self, li: int) -> bool:
+        """Whether layer li may compute in place, as Caffe does when its top is its bottom:
+        not on a net input or a Split's top (those share their tensor with other blobs)."""
+        bids, tids = self._bottom_ids[li], self._top_ids[li]
+        if len(bids) != 1 or tids != bids or bids[0] in self._inputs:
+            return False
+        for lj in range(li - 1, -1, -1):
+            if bids[0] in self._top_ids[lj]:
+                if self._param.layer[lj].type == 'Split':
+                    return False
+                if lj == li or self._top_ids[lj] != self._bottom_ids[lj]:
+                    return True  # the blob's producer (not another in-place layer)
+        return False
 
     def _add_blob(self, name: str, blob: Blob) -> int:
         self._blob_index[name] = len(self._blobs)

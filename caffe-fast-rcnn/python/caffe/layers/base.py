@@ -44,6 +44,11 @@ class TorchLayer(Layer):
     # when `channels_last_in_bf16` (set by convolutions).
     run_in_bf16 = True
     channels_last_in_bf16 = False
+    # Set by the net for a layer that may overwrite its bottom (Caffe's in-place, top is
+    # bottom, the bottom not a Split's top) when the class defines
+    # `compute_inplace(x) -> x` and `backward_inplace(dy, y) -> dx` (the gradient from the
+    # output alone, which is all Caffe's in-place layers have left): ReLU.
+    inplace = False
 
     def __init__(self, param=None, *args, **kwargs):
         super().__init__(param)
@@ -96,6 +101,14 @@ class TorchLayer(Layer):
 
     # ---- engine hooks -----------------------------------------------------------------------
     def run_forward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        if self.inplace:
+            # No second buffer: the bottom (its producer's output, which the producer's
+            # autograd graph does not keep; if it did, its backward recomputes) is overwritten.
+            with torch.no_grad():
+                y = self.compute_inplace(bottom[0].tensor)
+            self._inputs, self._outs, self._leaves, self._params = [y], None, None, None
+            top[0].set_tensor(y)
+            return
         xs = [b.tensor for b in bottom]
         if self.channels_last_in_bf16 and _config.low_precision() is not None:
             xs = [x.contiguous(memory_format=torch.channels_last)
@@ -120,9 +133,25 @@ class TorchLayer(Layer):
             t.set_tensor(o.detach())
 
     def run_backward(self, top, propagate_down, bottom) -> None:
+        if self.inplace:
+            if self._inputs is None:
+                raise RuntimeError('layer %r: backward before forward' % self.layer_param.name)
+            if propagate_down[0]:
+                bottom[0].set_diff_tensor(self.backward_inplace(top[0].diff_tensor,
+                                                                self._inputs[0]))
+            return
+        try:
+            self._run_backward(top, propagate_down, bottom, recompute=False)
+        except RuntimeError as e:
+            # A later in-place layer overwrote an output this layer's graph kept: recompute.
+            if 'modified by an inplace operation' not in str(e):
+                raise
+            self._run_backward(top, propagate_down, bottom, recompute=True)
+
+    def _run_backward(self, top, propagate_down, bottom, recompute: bool) -> None:
         want_b = [bool(pd) and i not in self.non_differentiable for i, pd in enumerate(propagate_down)]
         want_p = list(self.param_propagate_down)
-        recorded = self._leaves is not None and all(
+        recorded = not recompute and self._leaves is not None and all(
             (not w) or l.requires_grad for w, l in zip(want_b, self._leaves)) and all(
             (not w) or p.requires_grad for w, p in zip(want_p, self._params))
         if recorded:

@@ -55,6 +55,16 @@ class ReLU(Neuron):
             return F.leaky_relu(x, self.slope)
         return F.relu(x)
 
+    def compute_inplace(self, x):
+        """Caffe's in-place ReLU (top is bottom): overwrite the bottom, no second buffer."""
+        return F.leaky_relu_(x, self.slope) if self.slope else F.relu_(x)
+
+    def backward_inplace(self, dy, y):
+        """Caffe's backward from the output: dy where y > 0, else negative_slope * dy."""
+        if self.slope:
+            return torch.where(y > 0, dy, dy * self.slope)
+        return dy.masked_fill(y <= 0, 0)
+
 
 @register('Sigmoid')
 class Sigmoid(Neuron):
