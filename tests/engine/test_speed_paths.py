@@ -190,9 +190,9 @@ def test_memory_reuse_opt_out():
 
 INPLACE_NET = """
 force_backward: true
-input: "x" input_shape { dim: 2 dim: 2 dim: 4 dim: 4 }
+input: "x" input_shape { dim: 2 dim: 2 dim: 3 dim: 3 }
 layer { name: "c" type: "Convolution" bottom: "x" top: "c"
-        convolution_param { num_output: 3 kernel_size: 3 pad: 1
+        convolution_param { num_output: 2 kernel_size: 2 pad: 1
           weight_filler { type: "gaussian" std: 0.5 } bias_filler { type: "gaussian" std: 0.3 } } }
 layer { name: "r" type: "ReLU" bottom: "c" top: "c" %s }
 layer { name: "ip" type: "InnerProduct" bottom: "c" top: "y"
@@ -202,13 +202,13 @@ layer { name: "ip" type: "InnerProduct" bottom: "c" top: "y"
 
 @pytest.mark.parametrize('relu_param', ['', 'relu_param { negative_slope: 0.2 }'])
 def test_inplace_relu_gradients(relu_param):
-    net = check_net_gradients(INPLACE_NET % relu_param, {'x': R.randn(2, 2, 4, 4)})
+    net = check_net_gradients(INPLACE_NET % relu_param, {'x': R.randn(2, 2, 3, 3)})
     assert net.layer_dict['r'].inplace
 
 
 def test_inplace_relu_overwrites_its_bottom(tmp_path):
     net = _net(tmp_path, INPLACE_NET % '')
-    net.blobs['x'].data[...] = R.randn(2, 2, 4, 4)
+    net.blobs['x'].data[...] = R.randn(2, 2, 3, 3)
     conv = net.layer_dict['c']
     net.forward()
     out = conv._outs[0]  # the convolution's own output tensor
