@@ -55,16 +55,7 @@ def write_model(net: Net, path: str, hdf5: bool, with_diff: bool) -> None:
 
 # ---- solver state: writing ---------------------------------------------------------------------
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(b | 0x80)
-        else:
-            out.append(b)
-            return bytes(out)
+_varint = _weights._varint  # protobuf varints, one implementation
 
 
 def solver_state_chunks(it: int, learned_net: str, current_step: int,
