@@ -53,7 +53,10 @@ def _numpy_dtype() -> np.dtype:
 
 # One lmdb.Environment per database file: LMDB forbids opening the same environment twice in a
 # process, and a TRAIN net and a TEST net (or two solvers) may read the same database.
-_LMDB_ENVS: 'weakref.WeakValueDictionary[str, object]' = weakref.WeakValueDictionary()
+# The environments stay open for the life of the process: py-lmdb refuses a second open of a
+# path while an earlier environment is still being torn down (seen when a net holding a weak
+# reference was collected), and read-only environments cost only their memory map.
+_LMDB_ENVS: 'dict[str, object]' = {}
 _LMDB_LOCK = threading.Lock()
 
 
