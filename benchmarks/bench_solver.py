@@ -2,6 +2,7 @@
 
     python benchmarks/bench_solver.py [--prototxt P] [--iters N] [--fb-iters M] [--no-fb]
                                       [--type SGD|Nesterov|AdaGrad|RMSProp|AdaDelta|Adam]
+                                      [--size HxW] [--full]
 
 The parameter set is VGG16 Fast R-CNN's (138M floats, conv1/conv2 frozen as in
 py-faster-rcnn), built from the bench prototxt's Convolution and InnerProduct layers with
@@ -10,6 +11,14 @@ py-faster-rcnn's VGG16 settings). The overhead is everything `solver.step(1)` do
 the net's forward/backward: clearing the diffs, the loss bookkeeping, clipping/normalising/
 regularising, the update rule and w -= step. It is compared with the median forward+backward
 of the full bench net (run_bench.py's synthetic minibatch). Target: overhead < 3 %.
+
+--size 600x1000 times the forward+backward at py-faster-rcnn's training scale (SCALES 600,
+MAX_SIZE 1000) instead of the bench net's 320x480. --full also trains the full net with the
+real solver for --iters steps and reports each step's time minus its forward+backward.
+
+The SGD update is memory-bound: it must read w, g, h and write w, h (5 x 4 bytes per
+parameter); the figure printed next to it is that traffic over its time, to compare with
+the machine's bandwidth (the in-place add printed after it moves 3 streams).
 """
 from __future__ import annotations
 
@@ -19,6 +28,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'caffe-fast-rcnn', 'python'))
@@ -77,12 +87,16 @@ def parameter_net(full: caffe_pb2.NetParameter) -> caffe_pb2.NetParameter:
     return out
 
 
-def fb_net(full: caffe_pb2.NetParameter):
-    """The bench net, minus trailing loss layers whose type is not registered yet."""
+def fb_net(full: caffe_pb2.NetParameter, size=None):
+    """The bench net (its image resized to `size`, (H, W), if given), minus trailing loss
+    layers whose type is not registered yet."""
     known = set(layer_type_list())
     consumed = {b for lp in full.layer for b in lp.bottom}
     net = caffe_pb2.NetParameter()
     net.CopyFrom(full)
+    if size:
+        dims = net.input_shape[list(net.input).index('data')].dim
+        dims[2], dims[3] = size
     dropped = []
     del net.layer[:]
     for lp in full.layer:
@@ -95,9 +109,8 @@ def fb_net(full: caffe_pb2.NetParameter):
     return net, dropped
 
 
-def time_forward_backward(param: caffe_pb2.NetParameter, iters: int) -> float:
-    """Median seconds of net.forward() + net.backward() on run_bench.py's synthetic batch."""
-    net = caffe.Net(param, caffe.TRAIN)
+def fill_batch(net) -> None:
+    """run_bench.py's synthetic minibatch: an image, RoIs inside it, labels and targets."""
     rng = np.random.RandomState(0)
     _, _, H, W = net.blobs['data'].data.shape
     R = net.blobs['rois'].data.shape[0]
@@ -116,6 +129,12 @@ def time_forward_backward(param: caffe_pb2.NetParameter, iters: int) -> float:
     net.blobs['bbox_targets'].data[...] = rng.randn(R, 4 * C) * w
     for name in ('bbox_inside_weights', 'bbox_outside_weights'):
         net.blobs[name].data[...] = w
+
+
+def time_forward_backward(param: caffe_pb2.NetParameter, iters: int) -> float:
+    """Median seconds of net.forward() + net.backward() on run_bench.py's synthetic batch."""
+    net = caffe.Net(param, caffe.TRAIN)
+    fill_batch(net)
     times = []
     for i in range(iters + 1):
         t = time.perf_counter()
@@ -126,33 +145,68 @@ def time_forward_backward(param: caffe_pb2.NetParameter, iters: int) -> float:
     return float(np.median(times))
 
 
-def time_solver(param_net: caffe_pb2.NetParameter, kind: str, iters: int):
-    text = 'type: "%s" %s' % (kind, ADAPTIVE.get(kind, SOLVER))
-    sp = text_format.Merge(text, caffe_pb2.SolverParameter())
-    sp.net_param.CopyFrom(param_net)
-    solver = caffe.get_solver(sp)
-    n = sum(b.count for b in solver.net._learnable_params)
-    trainable = sum(b.count for b, lr in zip(solver.net._learnable_params, solver.net._params_lr) if lr)
-    rng = np.random.RandomState(0)
-    for b in solver.net._learnable_params:
-        b.diff[...] = rng.standard_normal(b.shape).astype(np.float32) * 1e-3
-    solver.net.forward_backward = lambda: 0.5   # the net's work is timed separately
-    solver.step(2)                               # warm up (allocates the history)
-    steps, updates = [], []
+class TimedPass:
+    """Stands in for (or wraps) net.forward_backward and records how long each call took,
+    so the solver's own time is the step's time minus this."""
+
+    def __init__(self, inner):
+        self.inner, self.seconds = inner, []
+
+    def __call__(self) -> float:
+        t = time.perf_counter()
+        loss = self.inner()
+        self.seconds.append(time.perf_counter() - t)
+        return loss
+
+
+def timed_steps(solver, iters: int, warmup: int = 2):
+    """Median seconds of solver.step(1), and of the forward+backward inside it."""
+    timed = TimedPass(solver.net.forward_backward)
+    solver.net.forward_backward = timed
+    solver.step(warmup)                  # allocates the history, warms the caches
+    steps, passes = [], []
     for _ in range(iters):
+        timed.seconds.clear()
         t = time.perf_counter()
         solver.step(1)
         steps.append(time.perf_counter() - t)
-    clears = []
+        passes.append(sum(timed.seconds))
+    steps, passes = np.array(steps), np.array(passes)
+    return float(np.median(steps - passes)), float(np.median(passes))
+
+
+def make_solver(net_param: caffe_pb2.NetParameter, kind: str):
+    text = 'type: "%s" %s' % (kind, ADAPTIVE.get(kind, SOLVER))
+    sp = text_format.Merge(text, caffe_pb2.SolverParameter())
+    sp.net_param.CopyFrom(net_param)
+    return caffe.get_solver(sp)
+
+
+def time_solver(param_net: caffe_pb2.NetParameter, kind: str, iters: int):
+    """The solver on the parameter-only net; its "backward" writes stored gradients into
+    the diffs, as a real backward does after the solver's (lazy) clear."""
+    solver = make_solver(param_net, kind)
+    params = solver.net._learnable_params
+    n = sum(b.count for b in params)
+    trainable = sum(b.count for b, lr in zip(params, solver.net._params_lr) if lr)
+    rng = np.random.RandomState(0)
+    grads = [torch.from_numpy(rng.standard_normal(b.shape).astype(np.float32) * 1e-3)
+             for b in params]
+
+    def backward() -> float:
+        for b, gr in zip(params, grads):
+            b.accumulate_diff(gr)
+        return 0.5
+    solver.net.forward_backward = backward
+    overhead, _ = timed_steps(solver, iters)
+    updates = []
     for _ in range(iters):
+        solver.net.clear_param_diffs(lazy=True)
+        backward()
         t = time.perf_counter()
         solver.apply_update()
         updates.append(time.perf_counter() - t)
-        t = time.perf_counter()
-        solver.net.clear_param_diffs()
-        clears.append(time.perf_counter() - t)
-    return (n, trainable, float(np.median(steps)), float(np.median(updates)),
-            float(np.median(clears)))
+    return n, trainable, overhead, float(np.median(updates))
 
 
 def main() -> None:
@@ -162,32 +216,55 @@ def main() -> None:
     ap.add_argument('--fb-iters', type=int, default=2, help='forward+backward passes to time')
     ap.add_argument('--no-fb', action='store_true', help='skip the forward+backward timing')
     ap.add_argument('--type', default='SGD', help='solver type (SGD as py-faster-rcnn)')
+    ap.add_argument('--size', default=None, help='image size HxW for the forward+backward '
+                    '(default: the prototxt\'s; py-faster-rcnn trains at up to 600x1000)')
+    ap.add_argument('--full', action='store_true', help='also train the full net with the '
+                    'real solver and report step time minus forward+backward')
     args = ap.parse_args()
+    size = tuple(int(v) for v in args.size.lower().split('x')) if args.size else None
     caffe.set_mode_cpu()
     caffe.set_random_seed(0)
-    import torch
     full = read(args.prototxt)
-    n, trainable, step_s, update_s, clear_s = time_solver(parameter_net(full), args.type, args.iters)
+    n, trainable, step_s, update_s = time_solver(parameter_net(full), args.type, args.iters)
     print('parameters: %.1fM floats (%.1fM trainable), torch threads %d, load average %.1f'
           % (n / 1e6, trainable / 1e6, torch.get_num_threads(), os.getloadavg()[0]))
-    print('%s solver overhead per iteration: %.1f ms (step without forward/backward; of which '
-          'apply_update %.1f ms, clear_param_diffs %.1f ms)'
-          % (args.type, step_s * 1e3, update_s * 1e3, clear_s * 1e3))
+    print('%s solver overhead per iteration: %.1f ms (step minus its forward/backward; of which '
+          'apply_update %.1f ms)' % (args.type, step_s * 1e3, update_s * 1e3))
     if args.type == 'SGD':
-        # The fused update reads w, g, h and writes w, h; clearing writes g: memory-bound.
-        moved = 4.0 * (5 * trainable + n)
-        print('memory traffic: %.2f GB per iteration, %.1f GB/s effective (Caffe itself moves '
-              'about twice as much: 12 passes)' % (moved / 1e9, moved / 1e9 / (update_s + clear_s)))
+        # The fused update reads w, g, h and writes w, h: memory-bound.
+        moved = 4.0 * 5 * trainable
+        print('memory traffic of the update: %.2f GB per iteration, %.1f GB/s effective (Caffe '
+              'itself makes 12 passes); this machine: %.1f GB/s for an in-place add'
+              % (moved / 1e9, moved / 1e9 / update_s, add_bandwidth()))
     if args.no_fb:
         return
-    param, dropped = fb_net(full)
+    param, dropped = fb_net(full, size)
     if param is None:
         print('forward+backward: not timed, missing layer types %s' % ', '.join(dropped))
         return
+    shape = tuple(param.input_shape[list(param.input).index('data')].dim)
     fb = time_forward_backward(param, args.fb_iters)
     note = ' (without %s: type not registered yet)' % ', '.join(dropped) if dropped else ''
-    print('forward+backward of %s: %.2f s median%s' % (os.path.basename(args.prototxt), fb, note))
+    print('forward+backward of %s at %dx%d: %.2f s median%s'
+          % (os.path.basename(args.prototxt), shape[2], shape[3], fb, note))
     print('solver overhead: %.2f %% of forward+backward (target < 3 %%)' % (100 * step_s / fb))
+    if args.full:
+        solver = make_solver(param, args.type)
+        fill_batch(solver.net)
+        over, inner = timed_steps(solver, args.iters, warmup=1)
+        print('full training step: forward+backward %.2f s, rest of the step %.1f ms = %.2f %% '
+              '(median of %d steps)' % (inner, over * 1e3, 100 * over / inner, args.iters))
+
+
+def add_bandwidth(n: int = 64 << 20) -> float:
+    """GB/s of a.add_(b) on arrays far larger than the caches (reads 2, writes 1)."""
+    a, b = torch.zeros(n), torch.ones(n)
+    best = float('inf')
+    for _ in range(4):
+        t = time.perf_counter()
+        a.add_(b)
+        best = min(best, time.perf_counter() - t)
+    return 3 * 4 * n / best / 1e9
 
 
 if __name__ == '__main__':

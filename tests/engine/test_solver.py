@@ -256,11 +256,36 @@ def test_sgd_paths_agree_and_diff_holds_the_update_as_in_caffe():
     plain.step(3)
     for a, b in zip(fused.net._learnable_params, plain.net._learnable_params):
         np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-7)
-    for h, b in zip(plain._history, plain.net._learnable_params):
-        np.testing.assert_array_equal(b.diff, h.numpy())   # Caffe: diff = update after a step
+    for solver in (plain, fused):
+        for h, b in zip(solver._history, solver.net._learnable_params):
+            np.testing.assert_array_equal(b.diff, h.numpy())   # Caffe: diff = update after a step
     plain.step(1)
     for b, w0 in zip(plain.net._learnable_params, before):
         assert b.diff.shape == w0.shape
+
+
+@pytest.mark.parametrize('text', [
+    'type: "SGD" base_lr: 0.05 momentum: 0.9 weight_decay: 0.01 lr_policy: "fixed"',
+    'type: "Adam" base_lr: 0.05 momentum: 0.9 momentum2: 0.99 delta: 1e-3 weight_decay: 0.01 '
+    'lr_policy: "fixed"'])
+def test_fused_update_leaves_caffes_diff(text):
+    """The fused kernels leave in the diffs what Caffe leaves there (the update step),
+    computed when read; an apply_update without a new gradient consumes it as Caffe does."""
+    fused, plain = make_solver(text), make_solver(text)
+    plain.use_fused_update = False
+    for a, b in zip(fused.net._learnable_params, plain.net._learnable_params):
+        b.data[...] = a.data
+    fused.step(2)
+    plain.step(2)
+    for a, b in zip(fused.net._learnable_params, plain.net._learnable_params):
+        scale = max(1e-6, float(np.abs(b.diff).max()))
+        np.testing.assert_allclose(a.diff, b.diff, rtol=1e-4, atol=1e-5 * scale)
+    fused.step(1)
+    plain.step(1)
+    fused.apply_update()     # no clear, no backward: the left step is the gradient (Caffe)
+    plain.apply_update()
+    for a, b in zip(fused.net._learnable_params, plain.net._learnable_params):
+        np.testing.assert_allclose(a.data, b.data, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize('clip,kind', [(0.05, 'SGD'), (1e6, 'SGD'), (0.05, 'Nesterov')])

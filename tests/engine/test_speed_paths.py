@@ -246,3 +246,77 @@ def test_inplace_after_a_layer_that_keeps_its_output():
     layer { name: "t" type: "TanH" bottom: "h" top: "t" }
     layer { name: "r" type: "ReLU" bottom: "t" top: "t" }
     """, {'x': R.randn(3, 4)})
+
+
+def test_lazy_clear_is_invisible():
+    """Blob.clear_diff only marks the gradient as zero: the next gradient overwrites it,
+    and anyone who looks first sees zeros (in the memory their NumPy view holds)."""
+    a, m = torch.randn(3, 4), torch.randn(4, 5)
+    b = Blob((3, 5))
+    b.diff[...] = 7.0
+    view = b.diff
+    b.clear_diff()
+    b.accumulate_diff_mm(a, m)            # beta = 0: the 7s are not added
+    np.testing.assert_allclose(view, (a @ m).numpy(), rtol=1e-5, atol=1e-6)
+    b.accumulate_diff_mm(a, m)            # then it accumulates again
+    np.testing.assert_allclose(view, 2 * (a @ m).numpy(), rtol=1e-5, atol=1e-6)
+    b.clear_diff()
+    b.accumulate_diff(torch.ones(15), take=True)   # copied into the same buffer
+    np.testing.assert_array_equal(view, np.ones((3, 5)))
+    assert b.diff_tensor.data_ptr() == torch.from_numpy(view).data_ptr()
+    b.clear_diff()
+    np.testing.assert_array_equal(b.diff, np.zeros((3, 5)))   # looked at first: zeros
+    np.testing.assert_array_equal(view, np.zeros((3, 5)))
+    b.accumulate_diff(torch.ones(3, 5))
+    np.testing.assert_array_equal(view, np.ones((3, 5)))
+    b.clear_diff()
+    assert not b.diff_tensor.any()        # a layer asking for the tensor sees zeros too
+    # Two blobs sharing one gradient share its pending zero.
+    c = Blob((3, 5))
+    c.share_diff(b)
+    b.diff[...] = 3.0
+    c.clear_diff()
+    b.accumulate_diff(torch.ones(3, 5))
+    np.testing.assert_array_equal(c.diff, np.ones((3, 5)))
+
+
+def test_solver_lazy_clear_keeps_views_right(tmp_path):
+    """A step clears lazily: the gradient each step uses is this step's alone (not a sum
+    with the last one), the diff a step leaves is Caffe's (h), and a parameter that got
+    no gradient reads zeros."""
+    net_file = tmp_path / 'net.prototxt'
+    net_file.write_text(textwrap.dedent("""
+    input: "x" input_shape { dim: 4 dim: 3 }
+    input: "y" input_shape { dim: 4 dim: 2 }
+    layer { name: "frozen" type: "InnerProduct" bottom: "x" top: "h"
+            param { lr_mult: 0 } param { lr_mult: 0 }
+            inner_product_param { num_output: 5 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "ip" type: "InnerProduct" bottom: "h" top: "z"
+            inner_product_param { num_output: 2 weight_filler { type: "gaussian" std: 1 } } }
+    layer { name: "loss" type: "EuclideanLoss" bottom: "z" bottom: "y" top: "loss" }
+    """))
+    solver_file = tmp_path / 'solver.prototxt'
+    solver_file.write_text('net: "%s" base_lr: 0.01 lr_policy: "fixed" momentum: 0.9 '
+                           'weight_decay: 0.001 display: 0 snapshot: 0 max_iter: 10' % net_file)
+    solver = caffe.SGDSolver(str(solver_file))
+    net = solver.net
+    net.blobs['x'].data[...] = R.randn(4, 3)
+    net.blobs['y'].data[...] = R.randn(4, 2)
+    ref = caffe.Net(str(net_file), caffe.TRAIN)
+    hist = [np.zeros(p.data.shape) for p in net.params['ip']]
+    for _ in range(3):
+        for name in ('frozen', 'ip'):
+            for i in range(2):
+                ref.params[name][i].data[...] = net.params[name][i].data
+        for name in ('x', 'y'):
+            ref.blobs[name].data[...] = net.blobs[name].data
+        ref.forward()
+        ref.clear_param_diffs()
+        ref.backward()
+        for i in range(2):                   # h = m*h + lr*(g + decay*w), w and b alike
+            w, g = ref.params['ip'][i].data, ref.params['ip'][i].diff
+            hist[i] = 0.9 * hist[i] + 0.01 * (g + 0.001 * w)
+        solver.step(1)
+        for i in range(2):
+            np.testing.assert_allclose(net.params['ip'][i].diff, hist[i], rtol=1e-5, atol=1e-7)
+            assert not net.params['frozen'][i].diff.any()

@@ -11,13 +11,22 @@ Parameter gradients accumulate (Caffe's semantics) through `accumulate_diff_mm`,
 with beta = 1 straight into the diff, or `accumulate_diff`: on the CPU a fresh weight-sized
 buffer per iteration costs a page fault per 4 KB, as slow as the arithmetic on it.
 
+Clearing a gradient (`clear_diff`, what the solver does before every iteration) is lazy:
+the buffer is only marked as zero, and the first gradient written after that overwrites
+it (a GEMM with beta = 0, a copy) instead of adding into zeros written just before. For
+VGG16 that saves a 540 MB memset per iteration, a third of the solver's own time. Anyone
+who looks at the gradient first (Python's `.diff`, a layer's `diff_tensor`) gets the zeros
+written then, so the marking is invisible. `defer_diff` generalises it: a fused solver
+update leaves in the diff what Caffe leaves there (the update step), computed only if
+somebody reads it before the next gradient replaces it.
+
 Under `caffe.set_precision('bf16')` a blob may hold a bfloat16 tensor (a layer's output
 computed in bf16, or its gradient); Python still sees float32 through a host mirror, as for
 a GPU blob.
 """
 from __future__ import annotations
 
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -34,21 +43,36 @@ class _Synced:
     """One array (value or gradient) with a device tensor and, off the CPU or in bf16, a host
     mirror (NumPy has no bfloat16: Python sees a float32 copy)."""
 
-    __slots__ = ('tensor', 'host', 'head')
+    __slots__ = ('tensor', 'host', 'head', 'pending')
 
     def __init__(self, tensor: torch.Tensor):
         self.tensor = tensor
         self.host: Optional[torch.Tensor] = None
         self.head = _DEVICE
+        # What the values are meant to be but not written yet: a function that writes
+        # them into the tensor (see Blob.clear_diff and Blob.defer_diff).
+        self.pending: Optional[Callable[[torch.Tensor], object]] = None
+
+    def defer(self, fill: Callable[[torch.Tensor], object]) -> None:
+        self.pending = fill
+        self.head = _DEVICE
+
+    def drop_pending(self) -> bool:
+        """Whether values were pending; the caller now overwrites all of them."""
+        pending, self.pending = self.pending, None
+        return pending is not None
 
     def device_tensor(self) -> torch.Tensor:
+        if self.pending is not None:
+            fill, self.pending = self.pending, None
+            fill(self.tensor)
         if self.head == _HOST:
             self.tensor.copy_(self.host.view(self.tensor.shape))
             self.head = _SYNCED
         return self.tensor
 
     def numpy(self) -> np.ndarray:
-        t = self.tensor
+        t = self.device_tensor() if self.pending is not None else self.tensor
         low = t.dtype in _LOW_PRECISION
         if t.device.type == 'cpu' and not low:
             return t.numpy()
@@ -63,6 +87,7 @@ class _Synced:
     def set(self, tensor: torch.Tensor) -> None:
         self.tensor = tensor
         self.head = _DEVICE
+        self.pending = None
 
 
 def _as_shape(args: Sequence) -> tuple:
@@ -187,18 +212,44 @@ class Blob:
         d = self._diff
         return d is not None and d.tensor.shape == self._data.tensor.shape
 
+    def clear_diff(self) -> None:
+        """diff = 0, written lazily: see the module docstring."""
+        if self._has_diff():
+            self._diff.defer(torch.Tensor.zero_)
+
+    def defer_diff(self, fill: Callable[[torch.Tensor], object]) -> None:
+        """Let `fill(tensor)` write the diff if anybody reads it before the next gradient
+        (or clear) replaces it; the inputs `fill` reads must stay unchanged until then."""
+        self._diff_synced().defer(fill)
+
+    def _pending_diff(self) -> Optional[torch.Tensor]:
+        """The gradient buffer if its values are pending, for a caller that overwrites
+        them all (a cleared gradient's zeros need not be written first)."""
+        d = self._diff
+        if self._has_diff() and d.pending is torch.Tensor.zero_ and d.drop_pending():
+            return d.tensor
+        return None
+
     def accumulate_diff(self, g: torch.Tensor, take: bool = False) -> None:
         """diff += g. A blob whose gradient was never made takes g itself when `take` says g
-        is a fresh tensor nobody else holds (no zero buffer to allocate and add into)."""
+        is a fresh tensor nobody else holds (no zero buffer to allocate and add into); a
+        cleared one copies g into its buffer (NumPy views of `.diff` stay valid)."""
+        if tuple(g.shape) != self.shape:
+            g = g.reshape(self.shape)
         if not self._has_diff() and take and g.dtype == self._dtype \
                 and g.device == self._device and g.is_contiguous():
             self.set_diff_tensor(g)
             return
-        self.diff_tensor.add_(g.reshape(self.shape))
+        t = self._pending_diff()
+        if t is not None:
+            t.copy_(g)
+        else:
+            self.diff_tensor.add_(g)
 
     def accumulate_diff_mm(self, a: torch.Tensor, b: torch.Tensor) -> None:
         """diff += a @ b, accumulated by the GEMM itself (beta = 1, as Caffe's gemm into the
-        weight diff): no weight-sized temporary is made, and none of its page faults paid."""
+        weight diff; beta = 0 into a cleared one): no weight-sized temporary is made, and
+        none of its page faults paid."""
         m, n = a.shape[0], b.shape[1]
         if not self._has_diff():
             t = torch.empty(self._data.tensor.shape, dtype=self._dtype, device=self._device)
@@ -206,8 +257,13 @@ class Blob:
                 torch.mm(a, b, out=t.view(m, n))
                 self.set_diff_tensor(t)
                 return
+        t = self._diff_synced().tensor
+        direct = t.dtype == a.dtype == b.dtype and t.is_contiguous() and t.numel() == m * n
+        if direct and self._pending_diff() is not None:
+            torch.mm(a, b, out=t.view(m, n))
+            return
         t = self.diff_tensor
-        if t.dtype == a.dtype == b.dtype and t.is_contiguous() and t.numel() == m * n:
+        if direct:
             t.view(m, n).addmm_(a, b)
         else:
             t.add_((a @ b).reshape(t.shape))

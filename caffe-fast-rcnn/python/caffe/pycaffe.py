@@ -212,9 +212,16 @@ def _share_with(self, other: Net) -> None:
             mine[j].share_data(src)
 
 
-def _clear_param_diffs(self) -> None:
+def _clear_param_diffs(self, lazy: bool = False) -> None:
+    """Zero every learnable parameter's gradient. Arrays Python holds from `.diff` see the
+    zeros at once; the solver passes lazy=True (see Blob.clear_diff): its next backward
+    overwrites the buffers, and apply_update reads every gradient, so no stale value
+    survives a step."""
     for b in self._learnable_params:
-        b.diff_tensor.zero_()
+        if lazy:
+            b.clear_diff()
+        else:
+            b.diff_tensor.zero_()
 
 
 def _reshape(self) -> None:

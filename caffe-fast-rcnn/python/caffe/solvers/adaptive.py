@@ -19,6 +19,14 @@ from .registry import register_solver
 from .sgd import SGDSolver
 
 
+def _adam_step(m: torch.Tensor, v: torch.Tensor, scale: float, eps: float):
+    """A Blob.defer_diff fill writing what Caffe's Adam leaves in the diff, the step
+    scale * m / (sqrt(v) + eps), from the moments the update just wrote."""
+    def fill(t: torch.Tensor) -> None:
+        torch.div(m, v.sqrt().add_(eps), out=t.view(m.shape)).mul_(scale)
+    return fill
+
+
 @register_solver('AdaGrad')
 class AdaGradSolver(SGDSolver):
     """AdaGrad: h += g^2; step = lr * g / (sqrt(h) + delta)."""
@@ -139,6 +147,13 @@ class AdamSolver(SGDSolver):
                        beta2=p.momentum2, weight_decay=local_decay, eps=eps, amsgrad=False,
                        maximize=False, grad_scale=scale, found_inf=None)
         self._mark_history_moved(active)
+        correction = f32(math.sqrt(1.0 - math.pow(p.momentum2, t))
+                         / (1.0 - math.pow(p.momentum, t)))
+        params = self._net._learnable_params
+        for i in active:
+            params[i].defer_diff(_adam_step(self._history[i], self._history[n + i],
+                                            f32(f32(rate * self._lr_mults[i]) * correction),
+                                            p.delta))
         return True
 
     def _compute_update_value(self, active, ws, gs, rate) -> None:

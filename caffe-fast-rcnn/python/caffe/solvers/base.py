@@ -188,7 +188,7 @@ class Solver:
             self._display_clock = (time.perf_counter(), self._iter)
         net = self._net
         while self._iter < stop_iter:
-            net.clear_param_diffs()
+            net.clear_param_diffs(lazy=True)
             if (p.test_interval and self._iter % p.test_interval == 0
                     and (self._iter > 0 or p.test_initialization)):
                 self.test_all()

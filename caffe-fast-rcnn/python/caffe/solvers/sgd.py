@@ -28,6 +28,11 @@ from .lr_policy import learning_rate
 from .registry import register_solver
 
 
+def _copy_of(src: torch.Tensor):
+    """A Blob.defer_diff fill that copies `src` (Caffe's diff after an SGD update is h)."""
+    return lambda t: t.copy_(src.reshape(t.shape))
+
+
 @register_solver('SGD')
 class SGDSolver(Solver):
     """Stochastic gradient descent with momentum: v = momentum*v + lr*(g + decay); w -= v."""
@@ -84,8 +89,8 @@ class SGDSolver(Solver):
         self._compute_update_value(active, w_act, g_act, rate)
         torch._foreach_sub_(w_act, g_act)
 
-    # Set False to always run the step-by-step path (whose diffs end up holding the update,
-    # as Caffe's do); the fused paths (SGD, Adam) leave the gradient in the diffs instead.
+    # Set False to always run the step-by-step path. Both leave the update step in the
+    # diffs, as Caffe does; the fused paths (SGD, Adam) compute it only if it is read.
     use_fused_update = True
 
     def _fused_update(self, active: List[int], ws, gs, rate: float) -> bool:
@@ -95,7 +100,8 @@ class SGDSolver(Solver):
         is torch's SGD with dampening 1 - lr/k, weight decay d*k and step size 1:
         buf = m*buf + (lr/k)*(g + d*k*w); w -= buf. That reads w, g and h once and writes w
         and h once, instead of Caffe's five separate passes. Used for type SGD with momentum
-        and L2 (or no) regularisation; anything else takes the step-by-step path.
+        and L2 (or no) regularisation; anything else takes the step-by-step path. Caffe
+        leaves h in the diff; here the diff becomes a copy of h only if somebody reads it.
         """
         p = self._param
         if (type(self) is not SGDSolver or not self.use_fused_update or p.momentum == 0
@@ -116,8 +122,10 @@ class SGDSolver(Solver):
                       [self._history[i] for i in idx], weight_decay=local_decay * k,
                       momentum=p.momentum, lr=1.0, dampening=1.0 - local_rate / k,
                       nesterov=False, maximize=False, is_first_step=False)
+        params = self._net._learnable_params
         for i in active:
             self._hist_zero[i] = False
+            params[i].defer_diff(_copy_of(self._history[i]))
         return True
 
     def _sync_history_devices(self, ws: Sequence[torch.Tensor]) -> None:
