@@ -594,3 +594,17 @@ def test_snapshot_prefix_defaults_follow_bvlc(tmp_path, monkeypatch):
     caffe.get_solver('dir.prototxt').snapshot()
     assert os.path.isfile('plain_iter_0.caffemodel')
     assert os.path.isfile(os.path.join('out', 'dir_iter_0.solverstate'))
+
+
+def test_restore_keeps_the_diff_the_last_step_left(pycaffe_solver):
+    """Caffe's restore replaces the history, not the diffs: the update step the last
+    iteration left in them (computed lazily from the history here) must survive it."""
+    s = pycaffe_solver
+    s.step(2)
+    s.snapshot()
+    s.step(1)
+    want = [h.copy() for h in s.history]
+    s.restore('model_iter_2.solverstate')
+    for b, h in zip(s.net._learnable_params, want):
+        np.testing.assert_array_equal(b.diff, h)
+    assert s.iter == 2

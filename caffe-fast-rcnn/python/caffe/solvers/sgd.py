@@ -232,6 +232,8 @@ class SGDSolver(Solver):
                               'solver for this net needs %d' % (state_file, len(arrays),
                                                                 self.type, len(self._history)))
         _log.info(SGD_CPP + ':325', 'SGDSolver: restoring history')
+        for b in self._net._learnable_params:
+            b.diff_tensor   # a diff still to be computed from the old history gets it now
         for i, arr in enumerate(arrays):
             h = self._history[i]
             if arr.size != h.numel():
