@@ -4,12 +4,12 @@
                                       [--type SGD|Nesterov|AdaGrad|RMSProp|AdaDelta|Adam]
                                       [--size HxW] [--full]
 
-The parameter set is VGG16 Fast R-CNN's (138M floats, conv1/conv2 frozen as in
+The parameter set is VGG16 Fast R-CNN's (134.7M floats, conv1/conv2 frozen as in
 py-faster-rcnn), built from the bench prototxt's Convolution and InnerProduct layers with
 minimal inputs, so no convolution runs; the solver is the real one (caffe.SGDSolver with
 py-faster-rcnn's VGG16 settings). The overhead is everything `solver.step(1)` does besides
-the net's forward/backward: clearing the diffs, the loss bookkeeping, clipping/normalising/
-regularising, the update rule and w -= step. It is compared with the median forward+backward
+the net's forward/backward: clearing the diffs (lazily: the backward overwrites them), the
+loss bookkeeping, clipping/normalising/regularising, the update rule and w -= step. It is compared with the median forward+backward
 of the full bench net (run_bench.py's synthetic minibatch). Target: overhead < 3 %.
 
 --size 600x1000 times the forward+backward at py-faster-rcnn's training scale (SCALES 600,
