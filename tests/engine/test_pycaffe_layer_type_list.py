@@ -10,7 +10,8 @@ from caffe.layers import layer_class
 
 @pytest.mark.parametrize('type_name', ['Data', 'Convolution', 'InnerProduct', 'Python',
                                        'DummyData', 'Input', 'HDF5Data', 'ImageData',
-                                       'SoftmaxWithLoss', 'Split'])
+                                       'SoftmaxWithLoss', 'Split', 'Parameter', 'BatchReindex',
+                                       'Filter', 'ContrastiveLoss', 'SPP', 'Im2col'])
 def test_standard_types(type_name):
     assert type_name in caffe.layer_type_list(), '%s not in layer_type_list()' % type_name
 

@@ -1,5 +1,5 @@
 """Loss layers: SmoothL1Loss (caffe-fast-rcnn), EuclideanLoss, SigmoidCrossEntropyLoss,
-HingeLoss, InfogainLoss, MultinomialLogisticLoss (BVLC master).
+HingeLoss, InfogainLoss, MultinomialLogisticLoss, ContrastiveLoss (BVLC master).
 
 Each writes Caffe's own backward rather than the derivative of its forward: Caffe's
 gradients differ from the true ones where a loss clamps (log thresholds), ignores labels,
@@ -389,3 +389,88 @@ class InfogainLoss(_Loss):
             g = g * valid[:, None, :].to(g.dtype)
         g = g * (top[0].diff_tensor.reshape(()) / self._norm)
         bottom[0].set_diff_tensor(g.reshape(bottom[0].shape))
+
+
+@register('ContrastiveLoss')
+class ContrastiveLoss(_Loss):
+    """The siamese-net loss on feature pairs (a, b), both (N, C, 1, 1), and a similarity
+    label y, (N, 1, 1, 1), read as int (C++'s truncation: 0.5 is dissimilar):
+
+        loss = sum(similar: d^2, dissimilar: max(margin - d, 0)^2) / (2 N),  d = ||a - b||
+
+    `legacy_version` uses max(margin - d^2, 0) for the dissimilar term instead.
+
+    Backward is Caffe's, not the derivative of the forward: for a dissimilar pair beyond
+    the margin it divides by d + 1e-4 rather than d (so that a pair with d = 0 yields a
+    finite gradient). a gets the gradient, b the same with the opposite sign, y none.
+    """
+    exact_num_bottom = 3
+    no_force = (2,)
+
+    def setup(self, bottom, top):
+        cp = self.layer_param.contrastive_loss_param
+        self.margin = float(cp.margin)
+        self.legacy_version = bool(cp.legacy_version)
+        self._saved = None
+
+    def reshape(self, bottom, top):
+        self._check_num(bottom)
+        name = self.layer_param.name
+        shapes = [b.shape for b in bottom]
+        for i, s in enumerate(shapes):
+            if len(s) > 4:
+                raise ShapeError('layer %r (ContrastiveLoss): bottom %d has shape %s; the layer '
+                                 'reads num/channels/height/width, so at most 4 axes'
+                                 % (name, i, s))
+        a, b, y = shapes
+        checks = [
+            ('bottom[0]->channels() == bottom[1]->channels()', _legacy(a, 1), _legacy(b, 1)),
+            ('bottom[0]->height() == 1', _legacy(a, 2), 1),
+            ('bottom[0]->width() == 1', _legacy(a, 3), 1),
+            ('bottom[1]->height() == 1', _legacy(b, 2), 1),
+            ('bottom[1]->width() == 1', _legacy(b, 3), 1),
+            ('bottom[2]->channels() == 1', _legacy(y, 1), 1),
+            ('bottom[2]->height() == 1', _legacy(y, 2), 1),
+            ('bottom[2]->width() == 1', _legacy(y, 3), 1),
+            # Caffe reads one label per pair without checking; a short label blob is refused.
+            ('bottom[2]->num() == bottom[0]->num()', _legacy(y, 0), _legacy(a, 0)),
+        ]
+        for what, got, want in checks:
+            if got != want:
+                raise ShapeError('layer %r (ContrastiveLoss): Check failed: %s (%d vs. %d); '
+                                 'bottoms are %s' % (name, what, got, want, shapes))
+        top[0].reshape()
+
+    def forward(self, bottom, top):
+        num = _legacy(bottom[0].shape, 0)
+        a = bottom[0].tensor.reshape(num, -1)
+        diff = a - bottom[1].tensor.reshape(a.shape)
+        dist_sq = (diff * diff).sum(dim=1)
+        similar = torch.trunc(bottom[2].tensor.reshape(-1)) != 0
+        if self.legacy_version:
+            apart = torch.clamp(self.margin - dist_sq, min=0)
+        else:
+            apart = torch.clamp(self.margin - torch.sqrt(dist_sq), min=0) ** 2
+        loss = torch.where(similar, dist_sq, apart).sum() / num / 2.0
+        self._saved = (diff, dist_sq, similar, num)
+        top[0].set_tensor(loss.reshape(()))
+
+    def backward(self, top, propagate_down, bottom):
+        if not (propagate_down[0] or propagate_down[1]):
+            return
+        diff, dist_sq, similar, num = self._saved
+        lw = top[0].diff_tensor.reshape(())
+        if self.legacy_version:
+            beyond = self.margin - dist_sq            # > 0: the pair is inside the margin
+            push = -torch.ones_like(dist_sq)
+        else:
+            dist = torch.sqrt(dist_sq)
+            beyond = self.margin - dist
+            push = -beyond / (dist + 1e-4)
+        # Per pair: the factor of diff in a's gradient, before the loss weight and 1 / num.
+        coef = torch.where(similar, torch.ones_like(dist_sq),
+                           torch.where(beyond > 0, push, torch.zeros_like(push)))
+        for i, sign in ((0, 1.0), (1, -1.0)):
+            if propagate_down[i]:
+                g = diff * (coef * (lw * (sign / num)))[:, None]
+                bottom[i].set_diff_tensor(g.reshape(bottom[i].shape))

@@ -1,9 +1,11 @@
 """Layers that route blobs through the net without changing values: Split, Silence,
-Concat and Slice.
+Concat, Slice, BatchReindex and Filter.
 
 Split gives one bottom to several consumers (the net inserts it so that each bottom has
 one consumer) and sums their diffs; Silence swallows blobs; Concat joins bottoms along an
 axis and Slice cuts one apart, each with one torch op per direction and Caffe's checks.
+BatchReindex picks items of a batch by index (repeats allowed) and Filter keeps the items
+a selector marks; both move whole items along axis 0 with one index op per direction.
 """
 from __future__ import annotations
 
@@ -179,3 +181,122 @@ class Slice(Layer):
             bottom[0].set_diff_tensor(top[0].diff_tensor)
             return
         bottom[0].set_diff_tensor(torch.cat([t.diff_tensor for t in top], dim=self.axis))
+
+
+# ---- BatchReindex, Filter ----------------------------------------------------------------------
+
+@register('BatchReindex')
+class BatchReindex(Layer):
+    """top = bottom[0][bottom[1]]: items of axis 0 picked by index, in any order and with
+    repeats (the index values are truncated to int, as Caffe's static_cast).
+
+    Backward sums each top item's diff into the item it came from (an item picked twice
+    gets both diffs, one never picked gets zero). The index bottom has no gradient: asking
+    for one is Caffe's "Cannot backprop to index." error, and force_backward leaves it alone
+    (BVLC would abort on such a net; here the index is treated like a loss layer's label).
+    """
+    exact_num_bottom = 2
+    exact_num_top = 1
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index == 0
+
+    def reshape(self, bottom, top):
+        ishape = bottom[1].shape
+        if len(ishape) != 1:
+            raise ShapeError('layer %r (BatchReindex): the index bottom must have one axis: '
+                             'Check failed: 1 == bottom[1]->num_axes() (1 vs. %d)'
+                             % (self.layer_param.name, len(ishape)))
+        top[0].reshape(*((ishape[0],) + tuple(bottom[0].shape[1:])))
+
+    def _indices(self, bottom) -> torch.Tensor:
+        """The index bottom as int64, checked as Caffe does on the float values."""
+        raw = bottom[1].tensor
+        num = bottom[0].shape[0]
+        name = self.layer_param.name
+        if raw.numel():
+            if bool((raw < 0).any()):
+                raise ShapeError('layer %r (BatchReindex): Index specified for reindex layer was '
+                                 'negative. (%g)' % (name, float(raw.min())))
+            if bool((raw >= num).any()):
+                raise ShapeError('layer %r (BatchReindex): Index specified for reindex layer was '
+                                 'greater than batch size. (%g for %d items)'
+                                 % (name, float(raw.max()), num))
+        return torch.trunc(raw).long()
+
+    def forward(self, bottom, top):
+        idx = self._indices(bottom)
+        self._idx = idx
+        top[0].set_tensor(bottom[0].tensor.index_select(0, idx))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[1]:
+            raise NetError('layer %r (BatchReindex): Cannot backprop to index.'
+                           % self.layer_param.name)
+        if not propagate_down[0]:
+            return
+        x = bottom[0].tensor
+        dx = torch.zeros(x.shape, dtype=top[0].diff_tensor.dtype, device=x.device)
+        dx.index_add_(0, self._idx, top[0].diff_tensor)
+        bottom[0].set_diff_tensor(dx)
+
+
+@register('Filter')
+class Filter(Layer):
+    """Keeps the items (axis 0) of bottoms 0..K-1 whose entry in the last bottom, the
+    selector, is non-zero; top k is bottom k filtered, so there is one top fewer than bottoms.
+
+    As in Caffe the selection is made while reshaping, from the selector's values, except
+    the very first reshape (net set-up, before any data) which keeps every item. Backward
+    copies each top diff to the kept items and writes zeros to the dropped ones; the
+    selector gets no gradient ("FilterLayer cannot backpropagate to filter index inputs"),
+    and force_backward leaves it alone.
+    """
+    min_bottom = 2
+    min_top = 1
+
+    def allow_force_backward(self, bottom_index: int) -> bool:
+        return bottom_index != self._selector
+
+    def setup(self, bottom, top):
+        if len(top) != len(bottom) - 1:
+            raise NetError('layer %r (Filter): there must be one top per filtered bottom: '
+                           'Check failed: top.size() == bottom.size() - 1 (%d vs. %d)'
+                           % (self.layer_param.name, len(top), len(bottom) - 1))
+        self._selector = len(bottom) - 1
+        self._first = True
+        self._idx = None
+
+    def reshape(self, bottom, top):
+        name = self.layer_param.name
+        sel = bottom[-1]
+        sshape = sel.shape
+        if not sshape or any(d != 1 for d in sshape[1:]):
+            raise ShapeError('layer %r (Filter): Selector blob dimensions must be singletons (1), '
+                             'except the first (selector shape %s)' % (name, sshape))
+        for i, b in enumerate(bottom[:-1]):
+            if not b.shape or b.shape[0] != sshape[0]:
+                raise ShapeError('layer %r (Filter): Each bottom should have the same 0th '
+                                 'dimension as the selector blob (bottom %d is %s, the selector '
+                                 '%s)' % (name, i, b.shape, sshape))
+        self._idx = torch.nonzero(sel.tensor.reshape(-1) != 0).reshape(-1)
+        kept = int(self._idx.numel())
+        if self._first:
+            kept = bottom[0].shape[0]
+            self._first = False
+        for b, t in zip(bottom, top):
+            t.reshape(*((kept,) + tuple(b.shape[1:])))
+
+    def forward(self, bottom, top):
+        for b, t in zip(bottom, top):
+            t.set_tensor(b.tensor.index_select(0, self._idx))
+
+    def backward(self, top, propagate_down, bottom):
+        if propagate_down[self._selector]:
+            raise NetError('layer %r: FilterLayer cannot backpropagate to filter index inputs'
+                           % self.layer_param.name)
+        for t, b, pd in zip(top, bottom, propagate_down):
+            if pd:
+                dx = torch.zeros(b.shape, dtype=t.diff_tensor.dtype, device=b.tensor.device)
+                dx.index_copy_(0, self._idx, t.diff_tensor)
+                b.set_diff_tensor(dx)

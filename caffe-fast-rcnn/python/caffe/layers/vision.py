@@ -1,19 +1,27 @@
-"""Convolution, Deconvolution and Pooling: the spatial layers, on torch's kernels.
+"""Convolution, Deconvolution, Pooling, SPP and Im2col: the spatial layers, on torch's
+kernels.
 
 Shapes follow Caffe. Convolution: out = (in + 2*pad - dilation*(k-1) - 1) / stride + 1,
 rounded down; weights are (num_output, channels/group, k...). Pooling rounds up by
 default (`round_mode: CEIL`), dropping a last window that would start inside the padding;
 torch's ceil_mode has the same rule, and its average pooling divides by the window's size
 clipped to the padded input, as Caffe does.
+
+SPP (spatial pyramid pooling) pools each level of a pyramid with Caffe's own kernel and
+padding rule and concatenates the flattened results; Im2col lays every receptive field
+out as a column, in Caffe's channel-major order, and its backward is col2im.
 """
 from __future__ import annotations
 
 import math
+from typing import List, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 
+from .. import _config
 from ..errors import NetError, ShapeError
+from ..phase import Phase
 from ..proto import caffe_pb2
 from .base import TorchLayer
 from . import register
@@ -196,3 +204,273 @@ class Pooling(TorchLayer):
     def run_forward(self, bottom, top):
         self.want_mask = len(top) > 1
         super().run_forward(bottom, top)
+
+
+# ---- SPP -------------------------------------------------------------------------------------
+
+_SPP = caffe_pb2.SPPParameter
+
+
+def _caffe_pooled_size(size: int, k: int, pad: int, stride: int) -> int:
+    """Caffe's PoolingLayer output length (round_mode CEIL, the default): ceil((size + 2 pad
+    - k) / stride) + 1, less one when the last window would start inside the padding."""
+    out = -(-(size + 2 * pad - k) // stride) + 1
+    if pad and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+class _SPPLevel:
+    """One pyramid level: Caffe's square-ish pooling whose windows tile the whole image.
+
+    For 2^level bins along an axis of length L: kernel = stride = ceil(L / bins), and the
+    shortfall kernel * bins - L is padded, half (rounded up) on each side.
+    """
+
+    def __init__(self, level: int, height: int, width: int):
+        bins = 2 ** level
+        self.kernel: List[int] = []
+        self.pad: List[int] = []
+        self.out: List[int] = []
+        for size in (height, width):
+            k = -(-size // bins)
+            pad = (k * bins - size + 1) // 2
+            self.kernel.append(k)
+            self.pad.append(pad)
+            self.out.append(_caffe_pooled_size(size, k, pad, k))
+        self.size = (height, width)
+
+    def windows(self, x: torch.Tensor, fill: float) -> torch.Tensor:
+        """(N, C, out_h, out_w, k_h * k_w): every pooling window, padding cells set to `fill`.
+
+        The windows do not overlap (stride = kernel), so padding to out * kernel and a
+        reshape lays them out; the pad on the far side may be negative (a crop)."""
+        (kh, kw), (ph, pw), (oh, ow) = self.kernel, self.pad, self.out
+        h, w = self.size
+        xp = F.pad(x, (pw, ow * kw - pw - w, ph, oh * kh - ph - h), value=fill)
+        n, c = x.shape[:2]
+        return xp.reshape(n, c, oh, kh, ow, kw).permute(0, 1, 2, 4, 3, 5).reshape(
+            n, c, oh, ow, kh * kw)
+
+    def window_sizes(self, like: torch.Tensor) -> torch.Tensor:
+        """Caffe's AVE divisor per output cell: the window clipped to the padded image."""
+        sizes = []
+        for k, pad, out, size in zip(self.kernel, self.pad, self.out, self.size):
+            start = torch.arange(out, device=like.device, dtype=like.dtype) * k - pad
+            sizes.append(torch.clamp(start + k, max=size + pad) - start)
+        return sizes[0][:, None] * sizes[1][None, :]
+
+
+@register('SPP')
+class SPP(TorchLayer):
+    """Spatial pyramid pooling: level i pools the (N, C, H, W) bottom into 2^i x 2^i bins
+    (Caffe's kernel/pad rule, see _SPPLevel), each level is flattened to (N, C * bins) and
+    the levels are concatenated along axis 1. With pyramid_height 1 the top is the single
+    pooling's (N, C, 1, 1), as Caffe then runs its pooling layer alone.
+
+    MAX takes the first maximum of each window (padding never wins), AVE divides the window
+    sum by the window clipped to the padded image, as Caffe's pooling. STOCHASTIC (Caffe
+    has it on the GPU only) samples in TRAIN one cell of each window with probability
+    proportional to its value and passes the gradient to it; in TEST it outputs
+    sum(x^2) / sum(x) (0 where the sum is not positive). Caffe's pooling refuses padding
+    for STOCHASTIC, so every level must tile the image exactly (H and W divisible by
+    2^(pyramid_height - 1)).
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        sp = self.layer_param.spp_param
+        self.pyramid_height = int(sp.pyramid_height)
+        if self.pyramid_height < 1:
+            raise NetError('layer %r (SPP): spp_param.pyramid_height must be at least 1 (got %d)'
+                           % (self.layer_param.name, self.pyramid_height))
+        self.method = sp.pool
+        self._draws = None
+        self.levels = self._plan(bottom[0].shape)
+
+    def _plan(self, shape: Sequence[int]) -> List[_SPPLevel]:
+        """The pyramid's levels for this bottom shape, with the checks of Caffe's SPP and
+        pooling set-ups."""
+        name = self.layer_param.name
+        if len(shape) != 4:
+            raise ShapeError('layer %r (SPP): Input must have 4 axes, corresponding to (num, '
+                             'channels, height, width); got %s' % (name, tuple(shape)))
+        height, width = int(shape[2]), int(shape[3])
+        if height <= 0 or width <= 0:
+            raise ShapeError('layer %r (SPP): Input dimensions cannot be zero. (height %d, '
+                             'width %d)' % (name, height, width))
+        levels = []
+        for i in range(self.pyramid_height):
+            lvl = _SPPLevel(i, height, width)
+            if any(lvl.pad) and self.method == _SPP.STOCHASTIC:
+                raise NetError('layer %r (SPP): pyramid level %d pads the %dx%d input by %s: '
+                               'Padding implemented only for average and max pooling.'
+                               % (name, i, height, width, lvl.pad))
+            for axis, (p, k) in zip('hw', zip(lvl.pad, lvl.kernel)):
+                if p >= k:
+                    raise ShapeError('layer %r (SPP): pyramid level %d cannot pool a %dx%d input: '
+                                     'Check failed: pad_%s_ < kernel_%s_ (%d vs. %d)'
+                                     % (name, i, height, width, axis, axis, p, k))
+            levels.append(lvl)
+        return levels
+
+    def reshape(self, bottom, top):
+        shape = bottom[0].shape
+        self.levels = self._plan(shape)
+        n, c = shape[0], shape[1]
+        if self.pyramid_height == 1:
+            top[0].reshape(n, c, *self.levels[0].out)
+        else:
+            top[0].reshape(n, c * sum(l.out[0] * l.out[1] for l in self.levels))
+
+    def run_forward(self, bottom, top):
+        # STOCHASTIC in TRAIN: draw the uniforms here, so that a recomputing backward
+        # samples the same cells as forward did.
+        if self.method == _SPP.STOCHASTIC and self.phase == Phase.TRAIN:
+            x = bottom[0].tensor
+            gen = _config.generator(x.device)
+            self._draws = [torch.rand(tuple(x.shape[:2]) + tuple(l.out) + (1,), generator=gen,
+                                      dtype=x.dtype, device=x.device) for l in self.levels]
+        super().run_forward(bottom, top)
+
+    def _pool(self, x: torch.Tensor, i: int, lvl: _SPPLevel) -> torch.Tensor:
+        if self.method == _SPP.MAX:
+            win = lvl.windows(x, float('-inf'))
+            return win.gather(-1, win.argmax(dim=-1, keepdim=True)).squeeze(-1)
+        if self.method == _SPP.AVE:
+            return lvl.windows(x, 0.0).sum(dim=-1) / lvl.window_sizes(x)
+        win = lvl.windows(x, 0.0)  # STOCHASTIC: no padding (refused in _plan)
+        total = win.sum(dim=-1, keepdim=True)
+        if self.phase == Phase.TRAIN:
+            with torch.no_grad():
+                # Caffe: the first cell whose running sum reaches u * window sum.
+                below = win.cumsum(dim=-1) < self._draws[i] * total
+                pick = below.sum(dim=-1, keepdim=True).clamp_(max=win.shape[-1] - 1)
+            return win.gather(-1, pick).squeeze(-1)
+        total = total.squeeze(-1)
+        positive = total > 0
+        safe = torch.where(positive, total, torch.ones_like(total))
+        return torch.where(positive, (win * win).sum(dim=-1) / safe, torch.zeros_like(total))
+
+    def compute(self, x):
+        pooled = [self._pool(x, i, lvl) for i, lvl in enumerate(self.levels)]
+        if self.pyramid_height == 1:
+            return pooled[0]
+        return torch.cat([p.reshape(p.shape[0], -1) for p in pooled], dim=1)
+
+
+# ---- Im2col ----------------------------------------------------------------------------------
+
+def _conv_dims(cp, field: str, list_name: str, n: int, default, layer: str) -> List[int]:
+    """A per-spatial-axis ConvolutionParameter value as Caffe's Im2col reads it: from the
+    field_h/field_w pair (2-D only, and not with the repeated field), else the repeated
+    field given once, once per spatial axis, or (not for the kernel) not at all."""
+    values = [int(v) for v in getattr(cp, list_name)]
+    if field != 'dilation' and (cp.HasField(field + '_h') or cp.HasField(field + '_w')):
+        if n != 2:
+            raise NetError('layer %r (Im2col): %s_h & %s_w can only be used for 2D convolution.'
+                           % (layer, field, field))
+        if values:
+            raise NetError('layer %r (Im2col): Either %s or %s_h/w should be specified; not '
+                           'both.' % (layer, list_name, field))
+        return [int(getattr(cp, field + '_h')), int(getattr(cp, field + '_w'))]
+    allowed = (1, n) if default is None else (0, 1, n)
+    if len(values) not in allowed:
+        # (Caffe ends this message with ');' for kernel_size, stride and pad, '.' for dilation.)
+        raise NetError('layer %r (Im2col): %s must be specified once, or once per spatial '
+                       'dimension (%s specified %d times; %d spatial dims)%s'
+                       % (layer, list_name, list_name, len(values), n,
+                          '.' if field == 'dilation' else ';'))
+    if not values:
+        return [default] * n
+    return values * n if len(values) == 1 else values
+
+
+def _trunc_div(a: int, b: int) -> int:
+    """C++ integer division (rounds toward zero)."""
+    q = abs(a) // b
+    return q if a >= 0 else -q
+
+
+@register('Im2col')
+class Im2col(TorchLayer):
+    """Every receptive field of convolution_param's kernel as a column: the top is the
+    bottom with its channel axis (convolution_param.axis, default 1) multiplied by the
+    kernel size and its spatial axes replaced by the output positions, (in + 2 pad -
+    dilation (k - 1) - 1) / stride + 1 each. Channel c_col = c * prod(kernel) + the kernel
+    offset (last spatial axis fastest), as Caffe's im2col and im2col_nd; cells outside the
+    image are 0. Backward (col2im) sums each column's diff back into the image.
+    """
+    exact_num_bottom = 1
+    exact_num_top = 1
+
+    def setup(self, bottom, top):
+        cp = self.layer_param.convolution_param
+        name = self.layer_param.name
+        shape = bottom[0].shape
+        self.axis = canonical_axis(int(cp.axis), len(shape), name)
+        n = len(shape) - self.axis - 1
+        if n < 1:
+            raise ShapeError('layer %r (Im2col): no spatial axes after channel axis %d of a %s '
+                             'bottom: Check failed: num_spatial_axes_ >= 1 (%d vs. 1)'
+                             % (name, self.axis, tuple(shape), n))
+        self.n = n
+        self.kernel = _conv_dims(cp, 'kernel', 'kernel_size', n, None, name)
+        if any(k <= 0 for k in self.kernel):
+            raise NetError('layer %r (Im2col): Filter dimensions must be nonzero. (kernel %s)'
+                           % (name, self.kernel))
+        self.stride = _conv_dims(cp, 'stride', 'stride', n, 1, name)
+        if any(s <= 0 for s in self.stride):
+            raise NetError('layer %r (Im2col): Stride dimensions must be nonzero. (stride %s)'
+                           % (name, self.stride))
+        self.pad = _conv_dims(cp, 'pad', 'pad', n, 0, name)
+        self.dilation = _conv_dims(cp, 'dilation', 'dilation', n, 1, name)
+        if any(d <= 0 for d in self.dilation):
+            raise NetError('layer %r (Im2col): dilation must be positive, got %s'
+                           % (name, self.dilation))
+        self.extent = [d * (k - 1) + 1 for d, k in zip(self.dilation, self.kernel)]
+
+    def reshape(self, bottom, top):
+        name = self.layer_param.name
+        shape = tuple(bottom[0].shape)
+        if len(shape) != self.axis + 1 + self.n:
+            raise ShapeError('layer %r (Im2col): set up for %d spatial axes after axis %d, got a '
+                             '%s bottom' % (name, self.n, self.axis, shape))
+        spatial = shape[self.axis + 1:]
+        self.out = [_trunc_div(size + 2 * p - e, s) + 1 for size, p, e, s in
+                    zip(spatial, self.pad, self.extent, self.stride)]
+        if any(o < 0 for o in self.out):
+            raise ShapeError('layer %r (Im2col): a %s input is too small for kernel %s (dilation '
+                             '%s, pad %s): output size %s'
+                             % (name, shape, self.kernel, self.dilation, self.pad, self.out))
+        channels = shape[self.axis] * math.prod(self.kernel)
+        top[0].reshape(*(shape[:self.axis] + (channels,) + tuple(self.out)))
+
+    def compute(self, x):
+        lead = tuple(x.shape[:self.axis])
+        c = x.shape[self.axis]
+        spatial = tuple(x.shape[self.axis + 1:])
+        x = x.reshape((-1, c) + spatial)
+        num = x.shape[0]
+        cols = c * math.prod(self.kernel)
+        if 0 in self.out or x.numel() == 0:
+            return x.new_zeros(lead + (cols,) + tuple(self.out))
+        # Far-side padding that yields exactly Caffe's output count (equal to `pad` unless
+        # the sizes do not divide evenly; negative crops what no window reaches).
+        far = [(o - 1) * s + e - size - p for o, s, e, size, p in
+               zip(self.out, self.stride, self.extent, spatial, self.pad)]
+        if self.n == 2 and far == self.pad:
+            y = F.unfold(x, self.kernel, self.dilation, self.pad, self.stride)
+            return y.reshape(lead + (cols,) + tuple(self.out))
+        widths = []
+        for p, q in zip(reversed(self.pad), reversed(far)):
+            widths += [p, q]
+        x = F.pad(x, widths)
+        for d in range(self.n):
+            # unfold appends the window axis last; the dilation keeps every d-th cell of it.
+            x = x.unfold(2 + d, self.extent[d], self.stride[d])[..., ::self.dilation[d]]
+        n = self.n
+        order = (0, 1) + tuple(range(2 + n, 2 + 2 * n)) + tuple(range(2, 2 + n))
+        y = x.permute(order).reshape((num, cols) + tuple(self.out))
+        return y.reshape(lead + (cols,) + tuple(self.out))
