@@ -1,16 +1,19 @@
-"""Data layers: Input, DummyData, MemoryData, HDF5Data.
+"""Data layers: Input, DummyData, MemoryData, HDF5Data, and the writer HDF5Output.
 
-They have no bottoms and no backward; each forward puts the next batch into the tops.
+The readers have no bottoms and no backward; each forward puts the next batch into the tops.
 Input leaves the tops to the caller (pycaffe's `net.blobs[...].data[...] = ...` or
 `net.forward(data=...)`), so its reshape must never touch them. DummyData fills from
 fillers, MemoryData walks through arrays handed over by `Net.set_input_arrays` without
 copying them (as Caffe's set_cpu_data does), and HDF5Data reads the datasets named by
 its tops from the .h5 files listed in a text file. All randomness (DummyData's fillers,
-HDF5Data's shuffling) comes from the engine's seeded generator.
+HDF5Data's shuffling) comes from the engine's seeded generator. HDF5Output goes the other
+way: it has two bottoms and no tops, and writes each batch it sees into an .h5 file.
 """
 from __future__ import annotations
 
-from typing import List, Optional
+import atexit
+import weakref
+from typing import List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -332,3 +335,113 @@ class HDF5Data(DataLayer):
         for t, piece, shape in zip(top, pieces, self.row_shapes):
             batch = piece[0] if len(piece) == 1 else torch.cat(piece, dim=0)
             t.set_tensor(batch.reshape((self.batch_size,) + shape))
+
+
+# ---- HDF5Output ------------------------------------------------------------------------------
+
+_OPEN_OUTPUTS: 'weakref.WeakSet[HDF5Output]' = weakref.WeakSet()
+_atexit_registered = False
+
+
+def _close_open_outputs() -> None:
+    """At interpreter exit, close every HDF5Output file still open (a net never deleted)."""
+    for layer in list(_OPEN_OUTPUTS):
+        layer.close()
+
+
+def _legacy_shape(blob, layer: str, which: str) -> Tuple[int, int, int, int]:
+    """num x channels x height x width of a blob, as Caffe's legacy accessors see it."""
+    shape = tuple(blob.shape)
+    if len(shape) > 4:
+        raise ShapeError('layer %r (HDF5Output): Cannot use legacy accessors on Blobs with > 4 '
+                         'axes (the %s bottom has shape %s)' % (layer, which, shape))
+    return shape + (1,) * (4 - len(shape))
+
+
+@register('HDF5Output')
+class HDF5Output(Layer):
+    """Writes its two bottoms into the datasets "data" and "label" of hdf5_output_param.file_name.
+
+    As in Caffe the file is created (truncated) at setup, each forward saves its batch as
+    num x channels x height x width arrays of the net's float type (a 2-axis (N, C) bottom
+    becomes N x C x 1 x 1, a label vector N x 1 x 1 x 1), and the file is closed when the
+    layer goes away. Caffe's own layer can only save ONE batch: the second forward asks
+    HDF5 to create "data" again, which fails and aborts (BVLC/caffe#1726). Here the first
+    forward writes exactly the datasets Caffe writes and each later forward appends its
+    rows to them (the datasets are resizable along the first axis), so a whole test run
+    lands in one file. The file is flushed after every forward, and closed when the net is
+    deleted (the layer's finaliser), by `close()`, or at interpreter exit, so it is
+    complete and readable whichever comes first. Backward does nothing.
+    """
+    exact_num_bottom = 2
+    exact_num_top = 0
+
+    _file = None
+
+    def setup(self, bottom, top):
+        global _atexit_registered
+        import h5py
+        name = self.layer_param.name
+        self.file_name = self.layer_param.hdf5_output_param.file_name
+        try:
+            self._file = h5py.File(self.file_name, 'w')
+        except (OSError, ValueError) as e:
+            raise NetError('layer %r (HDF5Output): Failed to open HDF5 file %s (%s)'
+                           % (name, self.file_name, e)) from None
+        _OPEN_OUTPUTS.add(self)
+        if not _atexit_registered:
+            # Registered after h5py was imported, so it runs before h5py's own shutdown.
+            atexit.register(_close_open_outputs)
+            _atexit_registered = True
+
+    def reshape(self, bottom, top):
+        """Nothing to shape: no tops, and the bottoms may change size between forwards."""
+
+    def forward(self, bottom, top):
+        name = self.layer_param.name
+        if self._file is None:
+            raise LayerError('layer %r (HDF5Output): the file %s was closed; this layer writes '
+                             'no more batches' % (name, self.file_name))
+        data_shape = _legacy_shape(bottom[0], name, 'data')
+        label_shape = _legacy_shape(bottom[1], name, 'label')
+        if data_shape[0] != label_shape[0]:
+            raise ShapeError('layer %r (HDF5Output): data blob and label blob must have the same '
+                             'batch size (%d vs %d)' % (name, data_shape[0], label_shape[0]))
+        _log.info('hdf5_output_layer.cpp', 'Saving HDF5 file %s' % self.file_name)
+        self._save('data', bottom[0].data.reshape(data_shape))
+        self._save('label', bottom[1].data.reshape(label_shape))
+        self._file.flush()
+        _log.info('hdf5_output_layer.cpp', 'Successfully saved %d rows' % data_shape[0])
+
+    def _save(self, dataset: str, rows: np.ndarray) -> None:
+        """Create `dataset` from the first batch, append later batches along axis 0."""
+        f = self._file
+        if dataset not in f:
+            f.create_dataset(dataset, data=rows, maxshape=(None,) + rows.shape[1:], chunks=True)
+            return
+        ds = f[dataset]
+        if ds.shape[1:] != rows.shape[1:] or ds.dtype != rows.dtype:
+            raise ShapeError('layer %r (HDF5Output): this batch\'s %s rows are %s %s but %s holds '
+                             '%s %s rows; every batch written to one file needs the same shape'
+                             % (self.layer_param.name, dataset, 'x'.join(map(str, rows.shape[1:])),
+                                rows.dtype, self.file_name, 'x'.join(map(str, ds.shape[1:])),
+                                ds.dtype))
+        n = ds.shape[0]
+        ds.resize(n + rows.shape[0], axis=0)
+        ds[n:] = rows
+
+    def backward(self, top, propagate_down, bottom):
+        pass
+
+    def close(self) -> None:
+        """Close the file (Caffe closes it in the layer's destructor); safe to call twice."""
+        f, self._file = self._file, None
+        _OPEN_OUTPUTS.discard(self)
+        if f is not None:
+            try:
+                f.close()
+            except Exception:  # interpreter shutdown: h5py may already be torn down
+                pass
+
+    def __del__(self):
+        self.close()

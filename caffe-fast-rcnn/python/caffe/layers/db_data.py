@@ -18,7 +18,8 @@ are prepared by a background thread, `data_param.prefetch` of them ahead (Caffe'
 BasePrefetchingDataLayer; 0 loads each batch inside forward): decoding, cropping and
 converting overlap with the net's computation, which releases the GIL in PyTorch. The
 thread owns the cursor and the transformer's generator, so the sequence of batches is the
-same whatever the timing. WindowData (R-CNN's window files) is not implemented.
+same whatever the timing. WindowData (R-CNN's window files, layers/window_data.py) runs
+on the same prefetching machinery.
 """
 from __future__ import annotations
 
