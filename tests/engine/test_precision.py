@@ -104,7 +104,14 @@ def _rel(a, b):
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-12))
 
 
-def test_bf16_close_to_fp32_and_really_bf16(tmp_path):
+@pytest.fixture
+def bf16_matmuls(monkeypatch):
+    """Inner products in bf16 too, as on GPUs and AMX CPUs (this CPU keeps them float32)."""
+    from caffe import _config
+    monkeypatch.setitem(_config._state, 'amx', True)
+
+
+def test_bf16_close_to_fp32_and_really_bf16(tmp_path, bf16_matmuls):
     ref, ref_loss = _run(tmp_path, 'fp32')
     low, low_loss = _run(tmp_path, 'bf16')
     # It did compute in bf16: the convolutions' outputs are bf16 inside the blobs ...
@@ -152,7 +159,24 @@ def test_python_layers_see_float32(tmp_path, monkeypatch):
         assert abs(low_loss[k] - ref_loss[k]) <= 2e-2 * abs(ref_loss[k])
 
 
-def test_python_writes_reach_a_bf16_blob(tmp_path):
+def test_inner_products_stay_float32_where_bf16_gemms_are_slower(tmp_path, monkeypatch):
+    from caffe import _config
+    monkeypatch.setitem(_config._state, 'amx', False)
+    assert not _config.low_precision_matmuls_pay(torch.device('cpu'))
+    assert _config.low_precision_matmuls_pay(torch.device('cuda'))
+    ref, ref_loss = _run(tmp_path, 'fp32')
+    low, low_loss = _run(tmp_path, 'bf16')
+    assert low.blobs['conv1']._data.tensor.dtype == torch.bfloat16   # convolutions: bf16
+    assert low.blobs['fc']._data.tensor.dtype == torch.float32       # inner product: fp32
+    assert low.blobs['conv2']._data.tensor.dtype == torch.float32    # its bottom, converted
+    for k in ref_loss:
+        assert abs(low_loss[k] - ref_loss[k]) <= 2e-2 * abs(ref_loss[k]), k
+    for name, ps in ref.params.items():
+        for i, p in enumerate(ps):
+            assert _rel(low.params[name][i].diff, p.diff) < 3e-2, (name, i)
+
+
+def test_python_writes_reach_a_bf16_blob(tmp_path, bf16_matmuls):
     net, _ = _run(tmp_path, 'bf16')
     assert net.blobs['conv2']._data.tensor.dtype == torch.bfloat16
     net.blobs['conv2'].data[...] = 0  # through the float32 mirror

@@ -96,7 +96,8 @@ def set_precision(name: str) -> None:
     """Choose the compute precision of nets: 'fp32' (Caffe's) or 'bf16'.
 
     In 'bf16', layers run under torch.autocast with bfloat16, so convolutions and inner
-    products (the bulk of the work) compute in bfloat16 on channels-last activations, while
+    products (the bulk of the work; inner products only where bf16 GEMMs are faster, see
+    low_precision_matmuls_pay) compute in bfloat16 on channels-last activations, while
     parameters, their gradients, the losses and every `.data`/`.diff` seen from Python stay
     float32. Loss layers and layers that are not plain torch functions get float32 inputs.
     The environment variable CAFFE_BF16=1 makes 'bf16' the starting value.
@@ -117,6 +118,23 @@ def low_precision() -> Optional[torch.dtype]:
     if _state['lowp'] is not None and _state['dtype'] != torch.float32:
         return None  # float64 nets (gradient checks) never compute in low precision
     return _state['lowp']
+
+
+def low_precision_matmuls_pay(dev: torch.device) -> bool:
+    """Whether bf16 matrix products beat float32 ones on `dev`: yes on GPUs (tensor cores)
+    and on CPUs with AMX. On an AVX-512 CPU without AMX (this project's own machine) a bf16
+    GEMM of VGG16's fc6 shape measured 2x slower than float32, before the cast of the
+    weights it needs, so inner products keep float32 there under set_precision('bf16')."""
+    if dev.type != 'cpu':
+        return True
+    key = 'amx'
+    if key not in _state:
+        probe = getattr(torch.cpu, '_is_amx_tile_supported', None)
+        try:
+            _state[key] = bool(probe()) if probe is not None else False
+        except RuntimeError:
+            _state[key] = False
+    return _state[key]
 
 
 @contextlib.contextmanager

@@ -258,15 +258,14 @@ class Blob:
                 self.set_diff_tensor(t)
                 return
         t = self._diff_synced().tensor
-        direct = t.dtype == a.dtype == b.dtype and t.is_contiguous() and t.numel() == m * n
-        if direct and self._pending_diff() is not None:
+        if not (t.dtype == a.dtype == b.dtype and t.is_contiguous() and t.numel() == m * n):
+            # Another float type (a bf16 product into a float32 gradient): one contiguous
+            # product, then a cast into the gradient.
+            self.accumulate_diff(a @ b)
+        elif self._pending_diff() is not None:
             torch.mm(a, b, out=t.view(m, n))
-            return
-        t = self.diff_tensor
-        if direct:
-            t.view(m, n).addmm_(a, b)
         else:
-            t.add_((a @ b).reshape(t.shape))
+            self.diff_tensor.view(m, n).addmm_(a, b)
 
     def share_data(self, other: 'Blob') -> None:
         """Use `other`'s value storage (Caffe's ShareData)."""

@@ -22,6 +22,17 @@ class InnerProduct(TorchLayer):
     exact_num_bottom = 1
     exact_num_top = 1
 
+    @property
+    def run_in_bf16(self) -> bool:
+        """Under bf16, only where bf16 GEMMs are the faster ones (_config explains)."""
+        return self._bf16_allowed and _config.low_precision_matmuls_pay(_config.device())
+
+    @run_in_bf16.setter
+    def run_in_bf16(self, value: bool) -> None:
+        self._bf16_allowed = bool(value)
+
+    _bf16_allowed = True
+
     def setup(self, bottom, top):
         ip = self.layer_param.inner_product_param
         shape = bottom[0].shape
@@ -56,12 +67,17 @@ class InnerProduct(TorchLayer):
     def run_backward(self, top, propagate_down, bottom):
         """Caffe's backward written out: the weight gradient is accumulated by the GEMM itself
         (beta = 1 into the diff), where autograd would return a fresh weight-sized tensor to be
-        added, a 411 MB buffer per iteration for VGG16's fc6. In bf16 the autograd path runs."""
+        added, a 411 MB buffer per iteration for VGG16's fc6. Under bf16 (where the layer runs
+        in it) the products run in bf16 as the forward's did, and the weight gradient is cast
+        into the float32 diff in one pass."""
         xs = self._inputs
-        if xs is None or _config.low_precision() is not None:
+        if xs is None:
             return super().run_backward(top, propagate_down, bottom)
         x = xs[0].reshape(-1, self.K)
         dy = top[0].diff_tensor.reshape(-1, self.N)
+        lowp = _config.low_precision() if self.run_in_bf16 else None
+        if lowp is not None:
+            x, dy = x.to(lowp), dy.to(lowp)
         if self.param_propagate_down[0]:
             if self.transpose:
                 self.blobs[0].accumulate_diff_mm(x.t(), dy)
@@ -70,7 +86,7 @@ class InnerProduct(TorchLayer):
         if self.bias_term and self.param_propagate_down[1]:
             self.blobs[1].accumulate_diff(dy.sum(0), take=True)
         if propagate_down[0]:
-            w = self.blobs[0].tensor
+            w = self.blobs[0].tensor.to(dy.dtype)
             dx = dy @ (w.t() if self.transpose else w)
             bottom[0].set_diff_tensor(dx.reshape(bottom[0].shape))
 
