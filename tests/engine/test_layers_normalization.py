@@ -341,3 +341,41 @@ def test_mvn_backward_is_caffes_formula():
     d = dy.ravel()
     want = (d - d.mean() - y * (d * y).mean()) / (x.std() + 1.0)
     np.testing.assert_allclose(net.blobs['x'].diff.ravel(), want, rtol=1e-10)
+
+
+@pytest.mark.parametrize('region', ['ACROSS_CHANNELS', 'WITHIN_CHANNEL'])
+def test_lrn_under_bf16_takes_channels_last_bf16_maps(monkeypatch, region):
+    """Under bf16 a convolution hands LRN a channels-last bf16 map: LRN works on it in
+    float32 slabs (rows for ACROSS, the map made contiguous for WITHIN) and its value and
+    gradient stay those of float32 on the same (bf16-rounded) input."""
+    import importlib
+    monkeypatch.setattr(importlib.import_module('caffe.layers.normalization'), '_BLOCK', 40)
+    text = ('force_backward: true\ninput: "x" input_shape { dim: 2 dim: 3 dim: 6 dim: 7 }\n'
+            'layer { name: "c" type: "Convolution" bottom: "x" top: "c" convolution_param { '
+            'num_output: 5 kernel_size: 1 weight_filler { type: "gaussian" std: 1 } } }\n'
+            'layer { name: "n" type: "LRN" bottom: "c" top: "y" lrn_param { local_size: 3 '
+            'alpha: 0.5 beta: 0.75 k: 1.5 norm_region: %s } }' % region)
+    x = R.randn(2, 3, 6, 7).astype(np.float32)
+    top = R.randn(2, 5, 6, 7).astype(np.float32)
+    param = protoio.parse_text(text, caffe_pb2.NetParameter())
+    caffe.set_precision('bf16')
+    try:
+        low = caffe.Net(param, caffe.TRAIN)
+        low.blobs['x'].data[...] = x
+        low.forward()
+        c = low.blobs['c']._data.tensor
+        assert c.dtype == torch.bfloat16 and c.is_contiguous(memory_format=torch.channels_last)
+        c_value = low.blobs['c'].data.copy()
+        low.backward(y=top)
+        y_low, dc_low = low.blobs['y'].data.copy(), low.blobs['c'].diff.copy()
+    finally:
+        caffe.set_precision('fp32')
+    ref = caffe.Net(protoio.parse_text(one_layer(
+        'layer { name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: 3 '
+        'alpha: 0.5 beta: 0.75 k: 1.5 norm_region: %s } }' % region, c_value.shape),
+        caffe_pb2.NetParameter()), caffe.TRAIN)
+    ref.blobs['x'].data[...] = c_value
+    ref.forward()
+    ref.backward(y=top)
+    np.testing.assert_allclose(y_low, ref.blobs['y'].data, rtol=1e-2, atol=1e-2)
+    np.testing.assert_allclose(dc_low, ref.blobs['x'].diff, rtol=2e-2, atol=2e-2)

@@ -83,6 +83,11 @@ def _neg_pow(base: torch.Tensor, beta: float, out: torch.Tensor) -> torch.Tensor
     return out.mul_(-beta).exp_()
 
 
+def _wide_dtype(t: torch.Tensor) -> torch.dtype:
+    """The type LRN computes in: float32 for bf16/fp16 blobs, the blob's own otherwise."""
+    return torch.float32 if t.dtype in (torch.bfloat16, torch.float16) else t.dtype
+
+
 @register('LRN')
 class LRN(Layer):
     """Local response normalisation, ACROSS_CHANNELS or WITHIN_CHANNEL.
@@ -94,6 +99,10 @@ class LRN(Layer):
     """
     exact_num_bottom = 1
     exact_num_top = 1
+    # Under bf16 the bottom stays as the convolution left it (bf16, channels-last): each
+    # slab is widened to float32 for the arithmetic, so no whole-map conversion (a
+    # transposing copy) is needed on the way in or out.
+    run_in_bf16 = True
 
     def setup(self, bottom, top):
         p = self.layer_param.lrn_param
@@ -135,14 +144,27 @@ class LRN(Layer):
             return spatial_window_sum(t, self.size, out)
         return channel_window_sum(t, self.size, out)
 
+    def _layout(self, t: torch.Tensor) -> torch.Tensor:
+        """WITHIN_CHANNEL slabs are channel ranges: in a channels-last map each one would
+        be scattered over the whole tensor, so such a map is made contiguous (and float32)
+        once. ACROSS_CHANNELS slabs are row ranges, contiguous in either layout."""
+        if self.within and not t.is_contiguous():
+            return t.to(_wide_dtype(t), memory_format=torch.contiguous_format)
+        return t
+
     def forward(self, bottom, top):
-        x = bottom[0].tensor
-        y, scale, mult = torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
+        x = self._layout(bottom[0].tensor)
+        wide = _wide_dtype(x)
+        y = torch.empty_like(x)
+        scale, mult = torch.empty_like(x, dtype=wide), torch.empty_like(x, dtype=wide)
         for sl in self._blocks(x.shape):
-            xs, s, m = x[sl], scale[sl], mult[sl]
+            xs, s, m = x[sl].to(wide), scale[sl], mult[sl]
             self._window(xs * xs, s).mul_(self.alpha / self.norm).add_(self.shift)
             _neg_pow(s, self.beta, m)
-            torch.mul(xs, m, out=y[sl])
+            if y.dtype == wide:
+                torch.mul(xs, m, out=y[sl])
+            else:
+                y[sl].copy_(xs.mul_(m))
         self._saved = (x, scale, mult, y)
         top[0].set_tensor(y)
 
@@ -152,15 +174,20 @@ class LRN(Layer):
         if self._saved is None:
             raise NetError('layer %r: backward before forward' % self.layer_param.name)
         x, scale, mult, y = self._saved
-        dy = top[0].diff_tensor
+        dy = self._layout(top[0].diff_tensor)
+        wide = scale.dtype
         coeff = 2.0 * self.alpha * self.beta / self.norm
         dx = torch.empty_like(x)
         for sl in self._blocks(x.shape):
-            ratio = dy[sl] * y[sl]
+            dys = dy[sl].to(wide)
+            ratio = dys * y[sl].to(wide)
             ratio /= scale[sl]
             acc = self._window(ratio)
-            d = torch.mul(dy[sl], mult[sl], out=dx[sl])
-            d.addcmul_(x[sl], acc, value=-coeff)
+            if dx.dtype == wide:
+                d = torch.mul(dys, mult[sl], out=dx[sl])
+                d.addcmul_(x[sl], acc, value=-coeff)
+            else:
+                dx[sl].copy_(dys.mul_(mult[sl]).addcmul_(x[sl].to(wide), acc, value=-coeff))
         bottom[0].set_diff_tensor(dx)
 
 
