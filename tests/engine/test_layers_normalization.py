@@ -379,3 +379,31 @@ def test_lrn_under_bf16_takes_channels_last_bf16_maps(monkeypatch, region):
     ref.backward(y=top)
     np.testing.assert_allclose(y_low, ref.blobs['y'].data, rtol=1e-2, atol=1e-2)
     np.testing.assert_allclose(dc_low, ref.blobs['x'].diff, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize('region,n', [('ACROSS_CHANNELS', 5), ('WITHIN_CHANNEL', 3),
+                                      ('WITHIN_CHANNEL', 5)])
+def test_lrn_channels_last_slabs_equal_contiguous(monkeypatch, region, n):
+    """Row slabs of a channels-last map (with halo rows for WITHIN_CHANNEL windows) give
+    what the contiguous map gives, and leave the top's diff untouched."""
+    import importlib
+    monkeypatch.setattr(importlib.import_module('caffe.layers.normalization'), '_BLOCK', 30)
+    x = R.randn(2, 4, 7, 5)
+    top = R.randn(2, 4, 7, 5)
+    layer = ('layer { name: "n" type: "LRN" bottom: "x" top: "y" lrn_param { local_size: %d '
+             'alpha: 0.5 beta: 0.8 k: 1.5 norm_region: %s } }' % (n, region))
+    results = []
+    for channels_last in (False, True):
+        net = make_net(one_layer(layer, x.shape), {'x': x})
+        if channels_last:
+            t = net.blobs['x'].tensor.contiguous(memory_format=torch.channels_last)
+            net.blobs['x'].set_tensor(t)
+        with caffe.precision(torch.float64):
+            net.forward()
+            net.backward(y=top)
+        assert net.blobs['y'].tensor.is_contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        np.testing.assert_array_equal(net.blobs['y'].diff, top)
+        results.append((net.blobs['y'].data.copy(), net.blobs['x'].diff.copy()))
+    np.testing.assert_allclose(results[1][0], results[0][0], rtol=1e-12)
+    np.testing.assert_allclose(results[1][1], results[0][1], rtol=1e-10, atol=1e-14)

@@ -100,8 +100,8 @@ class LRN(Layer):
     exact_num_bottom = 1
     exact_num_top = 1
     # Under bf16 the bottom stays as the convolution left it (bf16, channels-last): each
-    # slab is widened to float32 for the arithmetic, so no whole-map conversion (a
-    # transposing copy) is needed on the way in or out.
+    # slab is widened to float32 for the arithmetic, and the top keeps the bottom's type
+    # and layout, so no whole-map conversion (a transposing copy) is needed either way.
     run_in_bf16 = True
 
     def setup(self, bottom, top):
@@ -130,41 +130,55 @@ class LRN(Layer):
                              'height, width); got shape %s' % (self.layer_param.name, shape))
         top[0].reshape(*shape)
 
-    def _blocks(self, shape: Sequence[int]) -> List[tuple]:
-        """Index tuples cutting a blob into ~_BLOCK-element slabs along an axis the window
-        does not cross (channels for WITHIN_CHANNEL, rows for ACROSS_CHANNELS)."""
-        n, c, h, w = shape
-        axis, length, per = (1, c, n * h * w) if self.within else (2, h, n * c * w)
+    def _slabs(self, t: torch.Tensor) -> List[tuple]:
+        """(out, src, crop) index triples cutting a map into ~_BLOCK-element slabs.
+
+        A slab is a range of channels (WITHIN_CHANNEL) or of rows (ACROSS_CHANNELS): an
+        axis the window does not cross, so src = out and crop is None. A channels-last
+        map (what a bf16 convolution leaves) keeps a channel range scattered over the
+        whole tensor; there WITHIN_CHANNEL slabs are row ranges too, read with the
+        (size-1)/2 rows of halo their windows need (src), whose results `crop` drops.
+        """
+        n, c, h, w = t.shape
+        rows = not self.within or _channels_last(t)
+        axis, length, per = (2, h, n * c * w) if rows else (1, c, n * h * w)
         step = max(1, _BLOCK // max(per, 1))
+        halo = (self.size - 1) // 2 if self.within and rows else 0
         lead = (slice(None),) * axis
-        return [lead + (slice(i, i + step),) for i in range(0, max(length, 1), step)]
+        out = []
+        for i in range(0, max(length, 1), step):
+            j = min(length, i + step)
+            lo, hi = max(0, i - halo), min(length, j + halo)
+            crop = lead + (slice(i - lo, i - lo + j - i),) if (lo, hi) != (i, j) else None
+            out.append((lead + (slice(i, j),), lead + (slice(lo, hi),), crop))
+        return out
 
     def _window(self, t: torch.Tensor, out: Optional[torch.Tensor] = None) -> torch.Tensor:
         if self.within:
             return spatial_window_sum(t, self.size, out)
         return channel_window_sum(t, self.size, out)
 
-    def _layout(self, t: torch.Tensor) -> torch.Tensor:
-        """WITHIN_CHANNEL slabs are channel ranges: in a channels-last map each one would
-        be scattered over the whole tensor, so such a map is made contiguous (and float32)
-        once. ACROSS_CHANNELS slabs are row ranges, contiguous in either layout."""
-        if self.within and not t.is_contiguous():
-            return t.to(_wide_dtype(t), memory_format=torch.contiguous_format)
-        return t
+    def _window_into(self, t: torch.Tensor, crop, out: torch.Tensor) -> torch.Tensor:
+        """The window sums of `t` (a slab with its halo) for the rows `crop` keeps."""
+        if crop is None:
+            return self._window(t, out)
+        return out.copy_(self._window(t)[crop])
 
     def forward(self, bottom, top):
-        x = self._layout(bottom[0].tensor)
+        x = _standard_layout(bottom[0].tensor)
         wide = _wide_dtype(x)
         y = torch.empty_like(x)
         scale, mult = torch.empty_like(x, dtype=wide), torch.empty_like(x, dtype=wide)
-        for sl in self._blocks(x.shape):
-            xs, s, m = x[sl].to(wide), scale[sl], mult[sl]
-            self._window(xs * xs, s).mul_(self.alpha / self.norm).add_(self.shift)
+        for out, src, crop in self._slabs(x):
+            xs = x[src].to(wide)
+            s, m = scale[out], mult[out]
+            self._window_into(xs * xs, crop, s).mul_(self.alpha / self.norm).add_(self.shift)
             _neg_pow(s, self.beta, m)
+            xs = xs if crop is None else xs[crop]
             if y.dtype == wide:
-                torch.mul(xs, m, out=y[sl])
+                torch.mul(xs, m, out=y[out])
             else:
-                y[sl].copy_(xs.mul_(m))
+                y[out].copy_(xs * m)
         self._saved = (x, scale, mult, y)
         top[0].set_tensor(y)
 
@@ -174,21 +188,36 @@ class LRN(Layer):
         if self._saved is None:
             raise NetError('layer %r: backward before forward' % self.layer_param.name)
         x, scale, mult, y = self._saved
-        dy = self._layout(top[0].diff_tensor)
+        dy = top[0].diff_tensor
+        if _channels_last(dy) != _channels_last(x):
+            dy = dy.contiguous(memory_format=torch.channels_last if _channels_last(x)
+                               else torch.contiguous_format)
         wide = scale.dtype
         coeff = 2.0 * self.alpha * self.beta / self.norm
         dx = torch.empty_like(x)
-        for sl in self._blocks(x.shape):
-            dys = dy[sl].to(wide)
-            ratio = dys * y[sl].to(wide)
-            ratio /= scale[sl]
+        for out, src, crop in self._slabs(x):
+            ratio = dy[src].to(wide) * y[src].to(wide)
+            ratio /= scale[src]
             acc = self._window(ratio)
+            acc = acc if crop is None else acc[crop]
+            dys = dy[out].to(wide)   # may be a view of the top's diff: no in-place updates
             if dx.dtype == wide:
-                d = torch.mul(dys, mult[sl], out=dx[sl])
-                d.addcmul_(x[sl], acc, value=-coeff)
+                d = torch.mul(dys, mult[out], out=dx[out])
+                d.addcmul_(x[out], acc, value=-coeff)
             else:
-                dx[sl].copy_(dys.mul_(mult[sl]).addcmul_(x[sl].to(wide), acc, value=-coeff))
+                dx[out].copy_(torch.mul(dys, mult[out]).addcmul_(x[out].to(wide), acc,
+                                                                  value=-coeff))
         bottom[0].set_diff_tensor(dx)
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return (t.dim() == 4 and not t.is_contiguous()
+            and t.is_contiguous(memory_format=torch.channels_last))
+
+
+def _standard_layout(t: torch.Tensor) -> torch.Tensor:
+    """The map as it is if it is contiguous or channels-last, else a contiguous copy."""
+    return t if t.is_contiguous() or _channels_last(t) else t.contiguous()
 
 
 # ---- BatchNorm -------------------------------------------------------------------------------
