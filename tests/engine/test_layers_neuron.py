@@ -6,6 +6,7 @@ import torch
 from google.protobuf import text_format
 
 import caffe
+from caffe.proto import caffe_pb2
 import gradcheck
 from gradcheck import check_net_gradients
 
@@ -304,3 +305,22 @@ def test_layer_types_are_registered():
     for t in ('ReLU', 'Sigmoid', 'TanH', 'AbsVal', 'Power', 'Exp', 'Log', 'BNLL', 'Threshold',
               'ELU', 'PReLU', 'Dropout', 'Clip', 'Swish'):
         assert t in types
+
+
+@pytest.mark.parametrize('slope', [0.0, 0.2, -0.3])
+def test_relu_in_place_backward_is_caffes_formula_on_the_output(slope):
+    """In place Caffe only has the output y: bottom_diff = top_diff where y > 0, else
+    slope * top_diff (for a negative slope that is not the true gradient; Caffe's result)."""
+    x = np.array([[-2.0, -0.5, 0.0], [0.25, 1.0, 3.0]])
+    dy = np.array([[1.0, -2.0, 3.0], [4.0, -5.0, 6.0]])
+    text = one_layer_net('type: "ReLU" relu_param { negative_slope: %g }' % slope, x.shape,
+                         in_place=True)
+    with caffe.precision(torch.float64):
+        net = caffe.Net(text_format.Merge(text, caffe_pb2.NetParameter()), caffe.TRAIN)
+        net.blobs['x'].data[...] = x
+        net.forward()
+        net.backward(c=dy)
+    slope = float(np.float32(slope))      # the proto field is a float
+    y = np.where(x > 0, x, slope * x)
+    np.testing.assert_allclose(net.blobs['c'].data, y, rtol=1e-12)
+    np.testing.assert_allclose(net.blobs['x'].diff, np.where(y > 0, dy, slope * dy), rtol=1e-12)
