@@ -39,6 +39,9 @@ from caffe.layers import layer_type_list  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_engine import synth_inputs  # noqa: E402
+
 DEFAULT_PROTOTXT = os.path.join(os.path.dirname(ROOT), 'shared', 'bench', 'vgg16_fast_rcnn_train.prototxt')
 SOLVER = ('base_lr: 0.001 lr_policy: "step" gamma: 0.1 stepsize: 30000 display: 20 '
           'average_loss: 100 momentum: 0.9 weight_decay: 0.0005 snapshot: 0 max_iter: 70000')
@@ -110,25 +113,11 @@ def fb_net(full: caffe_pb2.NetParameter, size=None):
 
 
 def fill_batch(net) -> None:
-    """run_bench.py's synthetic minibatch: an image, RoIs inside it, labels and targets."""
-    rng = np.random.RandomState(0)
-    _, _, H, W = net.blobs['data'].data.shape
-    R = net.blobs['rois'].data.shape[0]
-    C = net.blobs['bbox_targets'].data.shape[1] // 4
-    x1, y1 = rng.uniform(0, W * 0.7, R), rng.uniform(0, H * 0.7, R)
-    rois = np.stack([np.zeros(R), x1, y1, np.minimum(x1 + rng.uniform(16, W * 0.5, R), W - 1),
-                     np.minimum(y1 + rng.uniform(16, H * 0.5, R), H - 1)], 1)
-    labels = np.where(rng.rand(R) < 0.25, rng.randint(1, C, R), 0)
-    w = np.zeros((R, 4 * C), np.float32)
-    for i, l in enumerate(labels):
-        if l:
-            w[i, 4 * l:4 * l + 4] = 1
-    net.blobs['data'].data[...] = rng.randn(1, 3, H, W) * 50
-    net.blobs['rois'].data[...] = rois
-    net.blobs['labels'].data[...] = labels
-    net.blobs['bbox_targets'].data[...] = rng.randn(R, 4 * C) * w
-    for name in ('bbox_inside_weights', 'bbox_outside_weights'):
-        net.blobs[name].data[...] = w
+    """run_bench.py's synthetic minibatch (bench_engine.synth_inputs) in the net's inputs."""
+    shapes = {name: net.blobs[name].data.shape for name in net.inputs}
+    for name, value in synth_inputs(shapes).items():
+        if name in net.blobs:
+            net.blobs[name].data[...] = value
 
 
 def time_forward_backward(param: caffe_pb2.NetParameter, iters: int) -> float:

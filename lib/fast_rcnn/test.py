@@ -20,7 +20,7 @@ import numpy as np
 from fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
 from fast_rcnn.config import cfg, get_output_dir
 from fast_rcnn.nms_wrapper import nms
-from utils.blob import im_list_to_blob
+from utils.blob import image_pyramid_blob
 from utils.timer import Timer
 
 __all__ = ['im_detect', 'vis_detections', 'apply_nms', 'test_net']
@@ -38,31 +38,8 @@ def _get_image_blob(im: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
         im_scale_factors (ndarray): image scales (relative to im) used in
             the image pyramid
     """
-    if im is None or np.ndim(im) != 3 or im.shape[2] != 3:
-        raise ValueError('im_detect: expected an H x W x 3 BGR image, got {}'.format(
-            None if im is None else np.shape(im)))
-    im_orig = im.astype(np.float32, copy=True)
-    im_orig -= cfg.PIXEL_MEANS
-
-    im_shape = im_orig.shape
-    im_size_min = np.min(im_shape[0:2])
-    im_size_max = np.max(im_shape[0:2])
-
-    processed_ims = []
-    im_scale_factors = []
-    for target_size in cfg.TEST.SCALES:
-        im_scale = float(target_size) / float(im_size_min)
-        # Prevent the biggest axis from being more than MAX_SIZE
-        if np.round(im_scale * im_size_max) > cfg.TEST.MAX_SIZE:
-            im_scale = float(cfg.TEST.MAX_SIZE) / float(im_size_max)
-        resized = cv2.resize(im_orig, None, None, fx=im_scale, fy=im_scale,
-                             interpolation=cv2.INTER_LINEAR)
-        im_scale_factors.append(im_scale)
-        processed_ims.append(resized)
-
-    # Create a blob to hold the input images
-    blob = im_list_to_blob(processed_ims)
-    return blob, np.array(im_scale_factors)
+    return image_pyramid_blob(im, cfg.PIXEL_MEANS, cfg.TEST.SCALES, cfg.TEST.MAX_SIZE,
+                              'im_detect')
 
 
 def _get_rois_blob(im_rois: np.ndarray, im_scale_factors: np.ndarray) -> np.ndarray:

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from fast_rcnn.config import cfg
-from utils.blob import im_list_to_blob
+from utils.blob import image_pyramid_blob
 from utils.timer import Timer
 
 __all__ = ['im_proposals', 'imdb_proposals']
@@ -69,27 +69,9 @@ def _get_image_blob(im: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     if len(cfg.TEST.SCALES) != 1:
         raise ValueError('RPN proposals are made at a single scale; TEST.SCALES is {}'
                          .format(cfg.TEST.SCALES))
-    if im is None or np.ndim(im) != 3 or im.shape[2] != 3:
-        raise ValueError('im_proposals: expected an H x W x 3 BGR image, got {}'.format(
-            None if im is None else np.shape(im)))
-    im_orig = im.astype(np.float32, copy=True)
-    im_orig -= cfg.PIXEL_MEANS
-
-    im_shape = im_orig.shape
-    im_size_min = np.min(im_shape[0:2])
-    im_size_max = np.max(im_shape[0:2])
-
-    target_size = cfg.TEST.SCALES[0]
-    im_scale = float(target_size) / float(im_size_min)
-    # Prevent the biggest axis from being more than MAX_SIZE
-    if np.round(im_scale * im_size_max) > cfg.TEST.MAX_SIZE:
-        im_scale = float(cfg.TEST.MAX_SIZE) / float(im_size_max)
-    im = cv2.resize(im_orig, None, None, fx=im_scale, fy=im_scale,
-                    interpolation=cv2.INTER_LINEAR)
-    im_info = np.hstack((im.shape[:2], im_scale))[np.newaxis, :]
-
-    # Create a blob to hold the input images
-    blob = im_list_to_blob([im])
+    blob, scales = image_pyramid_blob(im, cfg.PIXEL_MEANS, cfg.TEST.SCALES[:1],
+                                      cfg.TEST.MAX_SIZE, 'im_proposals')
+    im_info = np.array([[blob.shape[2], blob.shape[3], scales[0]]])
     return blob, im_info
 
 

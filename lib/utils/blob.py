@@ -4,6 +4,7 @@
 is ``target_size`` (unless the longer side would then exceed ``max_size``);
 ``im_list_to_blob`` zero-pads a list of such images to a common size and stacks
 them as an N x 3 x H x W float32 blob, the layout Caffe's data blobs use.
+``image_pyramid_blob`` is the test-time input: one image at several scales.
 """
 
 from __future__ import annotations
@@ -57,3 +58,28 @@ def prep_im_for_blob(im: np.ndarray, pixel_means: np.ndarray, target_size: int,
     im = cv2.resize(im, None, None, fx=im_scale, fy=im_scale,
                     interpolation=cv2.INTER_LINEAR)
     return im, im_scale
+
+
+def image_pyramid_blob(im: np.ndarray, pixel_means: np.ndarray, scales: Sequence[int],
+                       max_size: int, who: str) -> Tuple[np.ndarray, np.ndarray]:
+    """The test-time data blob: the BGR image `im`, mean-subtracted once, at each of
+    `scales` (shorter side, longer side capped at `max_size`), and the scale factors.
+    `who` names the caller in the error a malformed image gets."""
+    if im is None or np.ndim(im) != 3 or im.shape[2] != 3:
+        raise ValueError('{}: expected an H x W x 3 BGR image, got {}'.format(
+            who, None if im is None else np.shape(im)))
+    im_orig = im.astype(np.float32, copy=True)
+    im_orig -= pixel_means
+    im_size_min = np.min(im_orig.shape[0:2])
+    im_size_max = np.max(im_orig.shape[0:2])
+    processed_ims = []
+    im_scale_factors = []
+    for target_size in scales:
+        im_scale = float(target_size) / float(im_size_min)
+        # Prevent the biggest axis from being more than max_size
+        if np.round(im_scale * im_size_max) > max_size:
+            im_scale = float(max_size) / float(im_size_max)
+        processed_ims.append(cv2.resize(im_orig, None, None, fx=im_scale, fy=im_scale,
+                                        interpolation=cv2.INTER_LINEAR))
+        im_scale_factors.append(im_scale)
+    return im_list_to_blob(processed_ims), np.array(im_scale_factors)

@@ -259,6 +259,24 @@ class Transformer:
 
 # ---- image I/O -------------------------------------------------------------------------------
 
+def _input_transformer(net, mean=None, input_scale=None, raw_scale=None,
+                       channel_swap=None) -> 'Transformer':
+    """The Transformer of a net's first input configured as pycaffe's Classifier and
+    Detector configure theirs: HxWxK -> KxHxW, then the optional settings."""
+    in_ = net.inputs[0]
+    t = Transformer({in_: net.blobs[in_].data.shape})
+    t.set_transpose(in_, (2, 0, 1))
+    if mean is not None:
+        t.set_mean(in_, mean)
+    if input_scale is not None:
+        t.set_input_scale(in_, input_scale)
+    if raw_scale is not None:
+        t.set_raw_scale(in_, raw_scale)
+    if channel_swap is not None:
+        t.set_channel_swap(in_, channel_swap)
+    return t
+
+
 def _to_float01(img: np.ndarray) -> np.ndarray:
     """scikit-image's img_as_float: integers scaled by their type's maximum, floats kept."""
     if img.dtype == np.bool_:
