@@ -25,7 +25,8 @@ import numpy as np
 from datasets.factory import get_imdb
 from fast_rcnn.config import cfg, cfg_restore, cfg_snapshot, get_output_dir
 
-from _tool_args import add_cfg_arg, add_device_args, add_set_arg, load_cfg, parse_or_help, print_args
+from _tool_args import (add_cfg_arg, add_device_args, add_precision_arg, add_set_arg,
+                        apply_precision, load_cfg, parse_or_help, print_args)
 
 
 def parse_args(argv=None):
@@ -42,6 +43,7 @@ def parse_args(argv=None):
                         action='store_true')
     parser.add_argument('--iters', dest='stage_iters', default=None, type=str,
                         help='iterations of the four stages, comma separated')
+    add_precision_arg(parser)
     add_set_arg(parser)
     return parse_or_help(parser, argv)
 
@@ -183,6 +185,7 @@ def main(argv=None):
     print_args(args)
     load_cfg(args)
     cfg.GPU_ID = -1 if args.cpu else args.gpu_id
+    apply_precision(args)  # the stages' processes inherit it through CAFFE_BF16
     if args.net_name is None:
         sys.exit('train_faster_rcnn_alt_opt.py: --net_name is required')
     solvers, max_iters, rpn_test_prototxt = get_solvers(args.net_name, args.ohem)
