@@ -397,10 +397,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print('torch %s, %d threads, %s, %d timed steps (median s); freed-memory reuse %s (both sides)'
           % (torch.__version__, torch.get_num_threads(), mode, args.iters,
              'on' if _config.memory_reuse_enabled() else 'off'))
-    print('CPU: %s; native bf16: %s; engine inner products in %s under bf16; load average %s'
-          % (_cpu_model(), _config.cpu_bf16_support() or 'none',
-             'bf16' if _config.low_precision_matmuls_pay(torch.device('cpu')) else 'fp32',
-             ' '.join('%.2f' % v for v in os.getloadavg())))
+    from _machine import describe
+    print(describe(torch, _config))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [n for n in args.nets.split(',') if n]:
@@ -418,18 +416,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             if 'loss_err' in r:
                 print('    engine bf16 vs fp32, relative error (He-scaled weights): %s'
                       % _fmt(r['loss_err']))
-
-
-def _cpu_model() -> str:
-    try:
-        with open('/proc/cpuinfo') as f:
-            for line in f:
-                if line.startswith('model name'):
-                    return line.split(':', 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-    return platform.processor() or 'unknown'
 
 
 def _fmt(d: Dict[str, float]) -> str:
