@@ -22,7 +22,8 @@ Engine and plain steps alternate, so drifts of the machine hit both alike; the f
 `--warmup` steps of each are not timed (they create oneDNN primitives and touch memory for
 the first time). Printed per net: median seconds of each, engine/plain of the medians, and
 the median of the per-step ratios (each engine step against the plain step right after it,
-the figure least moved by other load on a shared machine).
+the figure least moved by other load on a shared machine), and the same for the process's
+CPU time per step (all threads; with --threads 1 exactly the step's own work).
 
 `--bf16` runs both sides in bfloat16 autocast with channels-last activations (the engine
 through `caffe.set_precision('bf16')`), and prints how far the engine's losses, outputs and
@@ -296,15 +297,16 @@ def bench_net(name: str, args, tmp: str) -> Dict[str, object]:
     caffe.set_precision('bf16' if args.bf16 else 'fp32')
     engine = EngineSide(path, inputs, args.forward_only)
     plain = PlainSide(net_param, engine.net, inputs, args.forward_only, args.bf16)
-    t_engine, t_plain = [], []
+    t_engine, t_plain, c_engine, c_plain = [], [], [], []
     loss_e = loss_p = {}
     for i in range(args.warmup + args.iters):
-        for side, times in ((engine, t_engine), (plain, t_plain)):
-            t0 = time.perf_counter()
+        for side, times, cpus in ((engine, t_engine, c_engine), (plain, t_plain, c_plain)):
+            t0, p0 = time.perf_counter(), time.process_time()
             losses = side.step()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - p0
             if i >= args.warmup:
                 times.append(dt)
+                cpus.append(dc)
             if side is engine:
                 loss_e = losses
             else:
@@ -314,6 +316,7 @@ def bench_net(name: str, args, tmp: str) -> Dict[str, object]:
         result_ops = format_rows(census(engine.step), census(plain.step))
     result = {'net': os.path.basename(path), 'engine': statistics.median(t_engine),
               'plain': statistics.median(t_plain), 'engine_all': t_engine, 'plain_all': t_plain,
+              'engine_cpu': c_engine, 'plain_cpu': c_plain,
               'loss_engine': loss_e, 'loss_plain': loss_p}
     if args.ops:
         result['ops'] = result_ops
@@ -408,6 +411,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print('%-34s engine %.3f s  plain %.3f s  engine/plain %.2fx  (median of paired '
                   'step ratios %.2fx)' % (r['net'], r['engine'], r['plain'],
                                           r['engine'] / r['plain'], paired))
+            from _machine import ratio_line
+            print('    %s' % ratio_line(r['engine_all'], r['plain_all'], r['engine_cpu'],
+                                        r['plain_cpu']))
             print('    engine steps %s' % ' '.join('%.3f' % t for t in r['engine_all']))
             print('    plain  steps %s' % ' '.join('%.3f' % t for t in r['plain_all']))
             print('    losses engine %s plain %s' % (_fmt(r['loss_engine']), _fmt(r['loss_plain'])))

@@ -18,17 +18,16 @@ image:
   decoding, per-class thresholding and NMS.
 
 So the two differ only in how the net's layers are run. Steps alternate between the sides;
-printed per net and precision: median seconds, engine/plain of the medians, the median of
-the paired step ratios, the machine's load, and how far the plain scores are from the
-engine's (the same function: ~1e-6 in fp32).
+printed per net and precision: median wall and CPU seconds (CPU time is the figure a busy
+machine moves least; with --threads 1 it is the work itself), engine/plain of the medians
+and the median of the paired step ratios, the load before and after, and how far the plain
+scores are from the engine's (the same function: ~1e-6 in fp32).
 """
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -38,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 os.environ.setdefault('GLOG_minloglevel', '2')
 
-from _machine import describe  # noqa: E402
+from _machine import describe, ratio_line, timed  # noqa: E402
 from plain_faster_rcnn import ROOT, PlainFasterRCNN, autocast_if, randomize_weights  # noqa: E402
 import caffe  # noqa: E402
 from caffe import _config  # noqa: E402
@@ -124,19 +123,17 @@ def bench(name: str, precision: str, args, im: np.ndarray) -> Dict[str, object]:
     randomize_weights(net, np.random.RandomState(1))
     engine = EngineSide(net, im, precision)
     plain = PlainSide(net, im, precision)
-    te: List[float] = []
-    tp: List[float] = []
+    times = {engine: ([], []), plain: ([], [])}
     outs = {}
     for i in range(args.warmup + args.iters):
-        for side, times in ((engine, te), (plain, tp)):
-            t0 = time.perf_counter()
-            outs[side] = side.step()
-            dt = time.perf_counter() - t0
+        for side in (engine, plain):
+            outs[side], wall, cpu = timed(side.step)
             if i >= args.warmup:
-                times.append(dt)
+                times[side][0].append(wall)
+                times[side][1].append(cpu)
     (se, _), (sp, _) = outs[engine], outs[plain]
     n = min(len(se), len(sp))
-    return {'engine': te, 'plain': tp, 'rois': (len(se), len(sp)),
+    return {'engine': times[engine], 'plain': times[plain], 'rois': (len(se), len(sp)),
             'score_diff': float(np.abs(se[:n] - sp[:n]).max()) if n else float('nan')}
 
 
@@ -166,14 +163,12 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         for precision in [p for p in args.precisions.split(',') if p]:
             load = os.getloadavg()[0]
             r = bench(name, precision, args, im)
-            me, mp = statistics.median(r['engine']), statistics.median(r['plain'])
-            paired = statistics.median(e / p for e, p in zip(r['engine'], r['plain']))
-            print('%-6s %-4s im_detect+NMS: engine %.3f s  plain %.3f s  engine/plain %.2fx '
-                  '(paired %.2fx)  load %.1f  rois %d/%d  max score diff %.2g'
-                  % (name, precision, me, mp, me / mp, paired, load, r['rois'][0], r['rois'][1],
-                     r['score_diff']))
-            print('    engine steps %s' % ' '.join('%.3f' % t for t in r['engine']))
-            print('    plain  steps %s' % ' '.join('%.3f' % t for t in r['plain']))
+            (ew, ec), (pw, pc) = r['engine'], r['plain']
+            print('%-6s %-4s im_detect+NMS per image, %s' % (name, precision, ratio_line(ew, pw, ec, pc)))
+            print('    load %.1f -> %.1f; rois engine %d plain %d; max score difference %.2g'
+                  % (load, os.getloadavg()[0], r['rois'][0], r['rois'][1], r['score_diff']))
+            print('    engine wall %s' % ' '.join('%.3f' % t for t in ew))
+            print('    plain  wall %s' % ' '.join('%.3f' % t for t in pw))
 
 
 if __name__ == '__main__':

@@ -26,8 +26,8 @@ learning-rate and decay multipliers. Under bf16 the engine runs
 `torch.autocast('cpu', bfloat16)` with channels-last weights.
 
 Steps alternate between the sides; printed per case and precision: images/s of each
-(median step), engine/plain step-time ratio of the medians and the median of paired
-ratios, the load average, and both sides' first losses (the same weights and first
+(median wall step), engine/plain of the median wall and CPU step times and the medians of
+the paired ratios (CPU time is what a busy machine moves least), the load average, and both sides' first losses (the same weights and first
 minibatch: they agree but for the dropout masks, drawn by different generators). `--ops`
 adds what one step of each side moves through memory (op_census.py).
 """
@@ -40,7 +40,6 @@ import os
 import statistics
 import sys
 import tempfile
-import time
 from typing import Dict, List, Optional, Sequence
 
 import cv2
@@ -51,7 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 os.environ.setdefault('GLOG_minloglevel', '2')
 
-from _machine import describe  # noqa: E402
+from _machine import describe, ratio_line, timed  # noqa: E402
 from plain_faster_rcnn import ROOT, PlainFasterRCNN, autocast_if  # noqa: E402
 import caffe  # noqa: E402
 from caffe import _config  # noqa: E402
@@ -165,21 +164,19 @@ def run_case(name: str, precision: str, args, tmp: str) -> Dict[str, object]:
         engine = EngineSide(solver, roidb, os.path.join(tmp, 'out'), precision)
         np.random.seed(cfg.RNG_SEED)  # the plain side's data layer draws the same batches
         plain = PlainSide(engine, os.path.join(ROOT, solver), roidb, precision)
-        te: List[float] = []
-        tp: List[float] = []
+        times = {engine: ([], []), plain: ([], [])}
         for i in range(args.warmup + args.iters):
-            for side, times in ((engine, te), (plain, tp)):
+            for side in (engine, plain):
                 np.random.seed(cfg.RNG_SEED + i)
-                t0 = time.perf_counter()
-                side.step()
-                dt = time.perf_counter() - t0
+                _, wall, cpu = timed(side.step)
                 if i >= args.warmup:
-                    times.append(dt)
+                    times[side][0].append(wall)
+                    times[side][1].append(cpu)
         ops = None
         if args.ops:
             from op_census import census, format_rows
             ops = format_rows(census(engine.step), census(plain.step))
-        return {'engine': te, 'plain': tp, 'ims': cfg.TRAIN.IMS_PER_BATCH,
+        return {'engine': times[engine], 'plain': times[plain], 'ims': cfg.TRAIN.IMS_PER_BATCH,
                 'loss_engine': engine.first, 'loss_plain': plain.first, 'ops': ops}
     finally:
         cfg_restore(saved)
@@ -207,13 +204,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             load = os.getloadavg()[0]
             with tempfile.TemporaryDirectory() as tmp:
                 r = run_case(name, precision, args, tmp)
-            me, mp = statistics.median(r['engine']), statistics.median(r['plain'])
-            paired = statistics.median(e / p for e, p in zip(r['engine'], r['plain']))
-            print('%-6s %-4s engine %.2f img/s (%.3f s/step)  plain %.2f img/s (%.3f s/step)  '
-                  'engine/plain time %.2fx (paired %.2fx)  load %.1f'
-                  % (name, precision, r['ims'] / me, me, r['ims'] / mp, mp, me / mp, paired, load))
-            print('    engine steps %s' % ' '.join('%.3f' % t for t in r['engine']))
-            print('    plain  steps %s' % ' '.join('%.3f' % t for t in r['plain']))
+            (ew, ec), (pw, pc) = r['engine'], r['plain']
+            me, mp = statistics.median(ew), statistics.median(pw)
+            print('%-6s %-4s engine %.2f img/s  plain %.2f img/s (median wall step); %s'
+                  % (name, precision, r['ims'] / me, r['ims'] / mp, ratio_line(ew, pw, ec, pc)))
+            print('    load %.1f -> %.1f' % (load, os.getloadavg()[0]))
+            print('    engine wall %s' % ' '.join('%.3f' % t for t in ew))
+            print('    plain  wall %s' % ' '.join('%.3f' % t for t in pw))
             print('    first losses engine %s' % _fmt(r['loss_engine']))
             print('                 plain  %s' % _fmt(r['loss_plain']))
             if r['ops']:
