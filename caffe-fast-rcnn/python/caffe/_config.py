@@ -47,13 +47,22 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
 
 
+_devices: dict = {}
+
+
 def device() -> torch.device:
-    """The torch device for new blobs."""
-    if not _state['gpu']:
-        return torch.device('cpu')
-    if torch.cuda.is_available():
-        return torch.device('cuda', _state['device_id'])
-    return torch.device('mps')
+    """The torch device for new blobs (asked per layer and step: cached per mode and id)."""
+    key = (_state['gpu'], _state['device_id'])
+    dev = _devices.get(key)
+    if dev is None:
+        if not _state['gpu']:
+            dev = torch.device('cpu')
+        elif torch.cuda.is_available():
+            dev = torch.device('cuda', _state['device_id'])
+        else:
+            dev = torch.device('mps')
+        _devices[key] = dev
+    return dev
 
 
 def mode_name() -> str:
