@@ -494,9 +494,10 @@ def _mixed(net: NetSpec, from_layer: str, block: str,
 
 def InceptionV3Body(net: NetSpec, from_layer: str, output_pred: bool = False,
                     **bn_param: Any) -> NetSpec:
-    """Inception-v3 in the names of the TensorFlow-converted model SSD used (conv,
-    conv_1, ..., mixed ... mixed_10, each convolution + BatchNorm + Bias + ReLU), with the
-    classifier (pool_3, softmax, softmax_prob) when output_pred."""
+    """Inception-v3 with SSD's layer names (those of TensorFlow's 2015 Inception-v3 graph:
+    conv, conv_1, ..., mixed ... mixed_10, `<block>/tower_1/conv_2`, `<block>/join`), each
+    convolution followed by BatchNorm + Bias + ReLU, and the classifier (pool_3, softmax,
+    softmax_prob) when output_pred."""
     MAX, AVE = P.Pooling.MAX, P.Pooling.AVE
     stem = [('conv', 32, 3, 0, 2), ('conv_1', 32, 3, 0, 1), ('conv_2', 64, 3, 1, 1), 'pool',
             ('conv_3', 80, 1, 0, 1), ('conv_4', 192, 3, 0, 1), 'pool_1']
