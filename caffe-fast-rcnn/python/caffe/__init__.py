@@ -24,6 +24,10 @@ __version__ = '1.0.0'
 
 # pycaffe's helper modules and its Classifier/Detector wrappers.
 from . import io  # noqa: F401,E402
-from .net_spec import layers, params, NetSpec, to_proto  # noqa: F401,E402
+from .net_spec import layers, NetSpec, to_proto  # noqa: F401,E402
+# `caffe.params` is a module whose attributes are net_spec's Parameters (P.Pooling.MAX), so
+# that `from caffe import params as P`, `import caffe.params` and `from caffe.params
+# import Resize` all work.
+from . import params  # noqa: F401,E402
 from .classifier import Classifier  # noqa: F401,E402
 from .detector import Detector  # noqa: F401,E402
