@@ -100,6 +100,10 @@ class _LMDBRecords:
     def value(self) -> bytes:
         return self.cursor.value()
 
+    def key(self) -> str:
+        """The current record's key (for messages naming a bad record)."""
+        return self.cursor.key().decode('utf-8', 'replace')
+
     def next(self) -> bool:
         """Move on; True when the end was reached and the cursor went back to the first key."""
         if self.cursor.next():
@@ -195,6 +199,12 @@ class _RecordCursor:
         """This solver's next record, without moving on (to shape the tops at setup)."""
         self.skip_to_mine()
         return self.records.value()
+
+    def where(self) -> str:
+        """Names the record peek() returns: its key when the database has keys, else its
+        position in the stream."""
+        key = getattr(self.records, 'key', None)
+        return ('record %r' % key()) if key else ('record %d' % self.offset)
 
     def take(self) -> bytes:
         """This solver's next record; the cursor moves past it."""
