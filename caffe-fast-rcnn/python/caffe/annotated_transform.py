@@ -81,7 +81,9 @@ class Annotations(NamedTuple):
         return Annotations(boxes[mask], self.labels[mask], self.instances[mask],
                            self.difficult[mask])
 
-    def __len__(self) -> int:
+    @property
+    def count(self) -> int:
+        """The number of boxes."""
         return len(self.labels)
 
 
@@ -282,7 +284,7 @@ class AnnotatedDataTransformer:
         if self.resize is not None:
             boxes = sampler.update_bbox_by_resize_policy(self.resize, old_w, old_h, boxes)
         anno = self._project(anno, crop, boxes)
-        if mirror and len(anno):
+        if mirror and anno.count:
             b = anno.boxes
             anno = anno._replace(boxes=np.stack([1 - b[:, 2], b[:, 1], 1 - b[:, 0], b[:, 3]], 1))
         if self.resize is not None:

@@ -89,7 +89,7 @@ class _AnnotatedBatches:
             if ad.type != self.anno_type:
                 raise self._error(where, 'has AnnotationType %d, the first record %d'
                                   % (ad.type, self.anno_type))
-        if self.known_labels is not None and len(anno):
+        if self.known_labels is not None and anno.count:
             unknown = np.setdiff1d(anno.labels, self.known_labels)
             if len(unknown):
                 raise self._error(where, 'has boxes of label(s) %s, which the label map %s does '
@@ -117,7 +117,7 @@ class _AnnotatedBatches:
             images.append(img)
             mirrors.append(mirror)
             if self.anno_type is not None:
-                rows.append(np.column_stack([np.full(len(anno), item), anno.labels,
+                rows.append(np.column_stack([np.full(anno.count, item), anno.labels,
                                              anno.instances, anno.boxes, anno.difficult]))
             else:
                 class_labels[item] = ad.datum.label
