@@ -470,3 +470,18 @@ def test_bad_parameters_name_the_layer(db):
         make_net(net_text(db, 'resize_param { width: 5 }'))
     with pytest.raises(caffe.NetError, match=r"'d'.*crop 200 x 10 is larger"):
         make_net(net_text(db, 'crop_h: 200 crop_w: 10'))
+
+
+def test_test_phase_with_the_seeds_test_settings_only_resizes(db):
+    # model_libs' CreateAnnotatedDataLayer gives TEST nets `batch_sampler {}` (100 trials of
+    # the whole image): the boxes come out exactly as stored, the image only resized.
+    t = ('mean_value: 104 mean_value: 117 mean_value: 123 force_color: true '
+         'resize_param { prob: 1 resize_mode: WARP height: 64 width: 64 interp_mode: LINEAR }')
+    net = make_net(net_text(db, t, 'batch_sampler { }', batch_size=3), caffe.TEST)
+    plain = make_net(net_text(db, batch_size=3), caffe.TEST)
+    data, label = forward(net)
+    _, want = forward(plain)
+    assert data.shape == (3, 3, 64, 64)
+    np.testing.assert_array_equal(label, want)
+    resized = cv2.resize(picture(*SIZES[0], RECTS[0]), (64, 64), interpolation=cv2.INTER_LINEAR)
+    np.testing.assert_allclose(hwc(data[0], MEAN), resized, atol=1e-4)

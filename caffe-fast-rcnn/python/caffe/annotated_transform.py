@@ -241,18 +241,22 @@ class AnnotatedDataTransformer:
 
     def _cut(self, img: np.ndarray, win: Window, top: int, left: int) -> np.ndarray:
         """`win` of the canvas on which `img` sits at (top, left): a view when it lies inside
-        the image, else a new array of the canvas colour with the overlapping part pasted."""
+        the image, else the overlapping part of the image bordered with the canvas colour
+        (one cv2.copyMakeBorder)."""
         h, w, c = img.shape
         x, y = win.x - left, win.y - top
         if x >= 0 and y >= 0 and x + win.w <= w and y + win.h <= h:
             return img[y:y + win.h, x:x + win.w]
-        out = np.empty((win.h, win.w, c), dtype=img.dtype)
-        out[...] = self._fill(c)
+        fill = self._fill(c)
         sx0, sy0 = max(x, 0), max(y, 0)
         sx1, sy1 = min(x + win.w, w), min(y + win.h, h)
-        if sx1 > sx0 and sy1 > sy0:
-            out[sy0 - y:sy1 - y, sx0 - x:sx1 - x] = img[sy0:sy1, sx0:sx1]
-        return out
+        if sx1 <= sx0 or sy1 <= sy0:  # the window misses the image: all canvas
+            return np.tile(fill, (win.h, win.w, 1))
+        value = tuple(float(v) for v in fill) + (0.0,) * (4 - c)
+        out = cv2.copyMakeBorder(np.ascontiguousarray(img[sy0:sy1, sx0:sx1]),
+                                 sy0 - y, y + win.h - sy1, sx0 - x, x + win.w - sx1,
+                                 cv2.BORDER_CONSTANT, value=value)
+        return im_transforms.hwc(out)
 
     # ---- step 4: mirror coin, resize, noise, crop --------------------------------------------
     def finish(self, img: np.ndarray, anno: Annotations) -> Tuple[np.ndarray, bool, Annotations]:

@@ -83,7 +83,8 @@ def project_bbox(src: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.nda
     w, h = src[2] - src[0], src[3] - src[1]
     proj = (boxes - np.array([src[0], src[1], src[0], src[1]])) / np.array([w, h, w, h])
     proj = clip_bbox(proj)
-    return proj, touches & (_area(proj) > 0)
+    positive = (proj[:, 2] > proj[:, 0]) & (proj[:, 3] > proj[:, 1])
+    return proj, touches & positive
 
 
 def intersect_area(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -226,21 +227,39 @@ def sample_bboxes(sampler: caffe_pb2.Sampler, n: int, rng: np.random.Generator) 
     return np.stack([x0, y0, x0 + w, y0 + h], axis=1)
 
 
-def satisfy_sample_constraint(samples: np.ndarray, objects: np.ndarray,
-                              constraint: caffe_pb2.SampleConstraint) -> np.ndarray:
-    """Which candidate crops (rows of `samples`) satisfy `constraint` w.r.t. some object."""
+class _Measures:
+    """Overlaps of candidate crops with the objects, computed once (lazily) for all the
+    candidates of an image, whichever batch samplers ask for them."""
+
+    def __init__(self, samples: np.ndarray, objects: np.ndarray):
+        self.samples, self.objects = samples, objects
+        self._cache: dict = {}
+
+    def get(self, kind: str) -> np.ndarray:
+        if kind not in self._cache:
+            s, o = self.samples, self.objects
+            self._cache[kind] = {
+                'jaccard_overlap': lambda: _iou(s, o),
+                'sample_coverage': lambda: bbox_coverage(s, o),
+                'object_coverage': lambda: bbox_coverage(o, s).T,
+            }[kind]()
+        return self._cache[kind]
+
+
+_KINDS = ('jaccard_overlap', 'sample_coverage', 'object_coverage')
+
+
+def _satisfy(measures: _Measures, rows: slice, constraint: caffe_pb2.SampleConstraint
+             ) -> np.ndarray:
     c = constraint
-    kinds = (
-        ('min_jaccard_overlap', 'max_jaccard_overlap', lambda: _iou(samples, objects)),
-        ('min_sample_coverage', 'max_sample_coverage', lambda: bbox_coverage(samples, objects)),
-        ('min_object_coverage', 'max_object_coverage', lambda: bbox_coverage(objects, samples).T),
-    )
-    for lo, hi, measure in kinds:
+    n = rows.stop - rows.start
+    for kind in _KINDS:
+        lo, hi = 'min_' + kind, 'max_' + kind
         if not (c.HasField(lo) or c.HasField(hi)):
             continue
-        if len(objects) == 0:
-            return np.zeros(len(samples), dtype=bool)
-        value = measure()
+        if len(measures.objects) == 0:
+            return np.zeros(n, dtype=bool)
+        value = measures.get(kind)[rows]
         ok = np.ones(value.shape, dtype=bool)
         if c.HasField(lo):
             ok &= value >= getattr(c, lo)
@@ -248,20 +267,34 @@ def satisfy_sample_constraint(samples: np.ndarray, objects: np.ndarray,
             ok &= value <= getattr(c, hi)
         # The first kind of bound given decides (see the module docstring).
         return ok.any(axis=1)
-    return np.ones(len(samples), dtype=bool)
+    return np.ones(n, dtype=bool)
+
+
+def satisfy_sample_constraint(samples: np.ndarray, objects: np.ndarray,
+                              constraint: caffe_pb2.SampleConstraint) -> np.ndarray:
+    """Which candidate crops (rows of `samples`) satisfy `constraint` w.r.t. some object."""
+    objects = np.asarray(objects, dtype=np.float64).reshape(-1, 4)
+    return _satisfy(_Measures(samples, objects), slice(0, len(samples)), constraint)
 
 
 def generate_batch_samples(objects: np.ndarray, batch_samplers: Sequence[caffe_pb2.BatchSampler],
                            rng: np.random.Generator) -> np.ndarray:
-    """Caffe's GenerateBatchSamples: the crops every batch sampler keeps, in order, (K, 4)."""
+    """Caffe's GenerateBatchSamples: the crops every batch sampler keeps, in order, (K, 4).
+
+    All the samplers' candidates are drawn first and measured against the objects together
+    (one overlap matrix per image), then each sampler keeps its first max_sample."""
     objects = np.asarray(objects, dtype=np.float64).reshape(-1, 4)
-    kept = []
-    for bs in batch_samplers:
-        if not bs.use_original_image or bs.max_trials == 0:
-            continue
-        cand = sample_bboxes(bs.sampler, int(bs.max_trials), rng)
-        cand = cand[satisfy_sample_constraint(cand, objects, bs.sample_constraint)]
+    active = [bs for bs in batch_samplers if bs.use_original_image and bs.max_trials > 0]
+    if not active:
+        return np.zeros((0, 4))
+    cands = [sample_bboxes(bs.sampler, int(bs.max_trials), rng) for bs in active]
+    measures = _Measures(np.concatenate(cands), objects)
+    kept, start = [], 0
+    for bs, cand in zip(active, cands):
+        rows = slice(start, start + len(cand))
+        start = rows.stop
+        cand = cand[_satisfy(measures, rows, bs.sample_constraint)]
         if bs.HasField('max_sample'):
             cand = cand[:int(bs.max_sample)]
         kept.append(cand)
-    return np.concatenate(kept) if kept else np.zeros((0, 4))
+    return np.concatenate(kept)
