@@ -53,8 +53,10 @@ def parse_args(argv=None):
     p.add_argument('--gray', default=False, action='store_true',
                    help='Treat images as grayscale ones.')
     p.add_argument('--label-map-file', default='', help='A file with LabelMap protobuf message.')
-    p.add_argument('--min-dim', default=0, type=int, help='Minimum dimension images are resized to.')
-    p.add_argument('--max-dim', default=0, type=int, help='Maximum dimension images are resized to.')
+    p.add_argument('--min-dim', default=0, type=int,
+                   help='Minimum dimension images are resized to.')
+    p.add_argument('--max-dim', default=0, type=int,
+                   help='Maximum dimension images are resized to.')
     p.add_argument('--resize-height', default=0, type=int, help='Height images are resized to.')
     p.add_argument('--resize-width', default=0, type=int, help='Width images are resized to.')
     p.add_argument('--shuffle', default=False, action='store_true',

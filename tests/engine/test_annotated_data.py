@@ -485,3 +485,14 @@ def test_test_phase_with_the_seeds_test_settings_only_resizes(db):
     np.testing.assert_array_equal(label, want)
     resized = cv2.resize(picture(*SIZES[0], RECTS[0]), (64, 64), interpolation=cv2.INTER_LINEAR)
     np.testing.assert_allclose(hwc(data[0], MEAN), resized, atol=1e-4)
+
+
+def test_data_parallel_solvers_share_the_records_like_data(db, monkeypatch):
+    from caffe.layers import db_data
+    monkeypatch.setattr(db_data, '_solver_rank_count', lambda: (1, 2))
+    # Solver 1 of 2 takes stream positions 1, 3, 5: records 1, 0, 2.
+    _, label = forward(make_net(net_text(db, batch_size=3)))
+    rows = label[0, 0]
+    assert [int((rows[:, 0] == i).sum()) for i in range(3)] == [3, 2, 0]
+    _, label = forward(make_net(net_text(db, batch_size=3), caffe.TEST))   # one tester: all
+    assert [int((label[0, 0][:, 0] == i).sum()) for i in range(3)] == [2, 3, 0]

@@ -141,6 +141,24 @@ def test_voc_create_list_and_create_data_make_the_real_lmdbs(caffe_root, tmp_pat
         assert [k for k, _ in records] == ['%08d_%s' % (i, p) for i, p in enumerate(order)]
         for key, ad in records:
             check_record(ad, devkit, key.split('/')[-1][:-4])
+    # The engine's AnnotatedData reads the test LMDB back: boxes as in the XMLs.
+    import caffe
+    from google.protobuf import text_format
+    param = caffe_pb2.NetParameter()
+    text_format.Parse('layer { name: "d" type: "AnnotatedData" top: "data" top: "label" '
+                      'data_param { source: "%s" batch_size: 1 backend: LMDB } '
+                      'annotated_data_param { label_map_file: "%s" } }'
+                      % (caffe_root / 'examples' / 'VOC0712' / 'VOC0712_test_lmdb',
+                         data / 'labelmap_voc.prototxt'), param)
+    net = caffe.Net(param, caffe.TEST)
+    net.forward()
+    h, w, objects = IMAGES['000005']
+    assert net.blobs['data'].data.shape == (1, 3, h, w)
+    (cls, x0, y0, x1, y1, diff), = objects
+    np.testing.assert_array_equal(
+        net.blobs['label'].data.reshape(-1),
+        np.float32([0, VOC.index(cls) + 1, 0, x0 / np.float32(w), y0 / np.float32(h),
+                    x1 / np.float32(w), y1 / np.float32(h), diff]))
 
 
 def test_create_annoset_refuses_an_existing_database_without_redo(caffe_root, tmp_path):

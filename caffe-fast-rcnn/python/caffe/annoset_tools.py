@@ -24,10 +24,8 @@ import random
 import sys
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-import numpy as np
-
 from . import _log
-from .annotation_io import (AnnotationError, image_to_datum, read_image, read_rich_image)
+from .annotation_io import image_to_datum, read_image, read_rich_image
 from .errors import CaffeError
 from .labelmap import map_name_to_label, read_label_map
 from .proto import caffe_pb2

@@ -43,7 +43,6 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from . import _log
 from . import im_transforms, sampler
 from .data_transform import DataTransformer, engine_seed
 from .errors import LayerError, NetError
@@ -306,7 +305,3 @@ class AnnotatedDataTransformer:
             out[i] = out[i, :, :, ::-1]
         return out
 
-
-def log_setup(layer: str, shape: Sequence[int]) -> None:
-    """Caffe's log line for the data top's shape."""
-    _log.info('annotated_data_layer.cpp', 'output data size: %s' % ','.join(map(str, shape)))

@@ -95,7 +95,7 @@ def read_xml(path: str, img_h: int, img_w: int, name_to_label: Dict[str, int]
     missing = None if size is not None and None not in given else 'No such node (size)'
     height, width = _image_size(path, given, img_h, img_w, missing)
     objects: List[Object] = []
-    for number, obj in enumerate(root.iter('object')):
+    for number, obj in enumerate(root.findall('object')):
         name = obj.findtext('name')
         what = 'object %d (%s)' % (number, name)
         if name is None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Dict
 
 from . import protoio
-from .errors import CaffeError, ParseError
+from .errors import CaffeError
 from .proto import caffe_pb2
 
 
@@ -51,6 +51,3 @@ def map_label_to_display_name(label_map: caffe_pb2.LabelMap, strict: bool = Fals
     """label -> display_name (Caffe's MapLabelToDisplayName)."""
     return _mapping(label_map, strict, path, 'label', 'display_name')
 
-
-__all__ = ['read_label_map', 'map_name_to_label', 'map_label_to_name',
-           'map_label_to_display_name', 'ParseError']
