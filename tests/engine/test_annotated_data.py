@@ -186,10 +186,11 @@ def test_mirror_flips_pixels_and_boxes(db):
             rec = 0 if np.allclose(mine[0, 1:3], [1, 0]) and len(mine) == 2 else 1
             img = hwc(data[item])
             check_follow(img, mine[:, 1:7], colors_of(rec, mine))
-            orig = RECTS[rec][0][0] / 120
-            if np.isclose(mine[0 if rec == 0 else 2, 3], orig, atol=1e-6):
+            # Row 0 is the record's first rectangle (group of its first label, instance 0).
+            if np.isclose(mine[0, 3], RECTS[rec][0][0] / 120, atol=1e-6):
                 kept += 1
             else:
+                np.testing.assert_allclose(mine[0, 3], 1 - RECTS[rec][0][2] / 120, atol=1e-6)
                 flipped += 1
     assert flipped and kept
 
