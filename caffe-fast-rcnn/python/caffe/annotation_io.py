@@ -20,6 +20,13 @@ Annotation formats (the `label_type` of convert_annoset):
 Problems stop with an AnnotationError naming the file (and object): a class the label map
 lacks, a box with xmax < xmin or ymax < ymin, a malformed file. Boxes outside the image and
 sizes that disagree with the image are logged as warnings, as SSD does.
+
+Deliberate differences from SSD, all on input SSD mishandles: an inverted box stops the
+conversion (SSD warns "bounding box irregular" and stores it); a VOC corner written with
+decimals is truncated (SSD's integer read fails and stores 0); `difficult` counts wherever it
+stands in the object (SSD applies it only when it comes before `bndbox`, as in VOC's files);
+an object without `name` or `bndbox` is an error (SSD crashes); a missing annotation file is
+logged as a warning (SSD silently stores the image without boxes, as here).
 """
 from __future__ import annotations
 
