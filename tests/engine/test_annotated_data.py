@@ -497,3 +497,27 @@ def test_data_parallel_solvers_share_the_records_like_data(db, monkeypatch):
     assert [int((rows[:, 0] == i).sum()) for i in range(3)] == [3, 2, 0]
     _, label = forward(make_net(net_text(db, batch_size=3), caffe.TEST))   # one tester: all
     assert [int((label[0, 0][:, 0] == i).sum()) for i in range(3)] == [2, 3, 0]
+
+
+def test_net_spec_writes_an_annotated_data_layer_as_model_libs_does(db):
+    R = caffe_pb2.ResizeParameter
+    transform = {
+        'mirror': True, 'mean_value': list(MEAN), 'force_color': True,
+        'resize_param': {'prob': 1, 'resize_mode': R.WARP, 'height': 32, 'width': 32,
+                         'interp_mode': [R.LINEAR, R.AREA, R.NEAREST, R.CUBIC, R.LANCZOS4]},
+        'distort_param': {'brightness_prob': 0.5, 'brightness_delta': 32},
+        'expand_param': {'prob': 0.5, 'max_expand_ratio': 4.0},
+        'emit_constraint': {'emit_type': caffe_pb2.EmitConstraint.CENTER}}
+    samplers = [{'sampler': {}, 'max_trials': 1, 'max_sample': 1},
+                {'sampler': {'min_scale': 0.3, 'max_scale': 1.0, 'min_aspect_ratio': 0.5,
+                             'max_aspect_ratio': 2.0},
+                 'sample_constraint': {'min_jaccard_overlap': 0.1}, 'max_trials': 50,
+                 'max_sample': 1}]
+    n = caffe.NetSpec()
+    n.data, n.label = caffe.layers.AnnotatedData(
+        name='d', ntop=2, include=dict(phase=caffe.TRAIN), transform_param=transform,
+        data_param=dict(batch_size=2, backend=caffe_pb2.DataParameter.LMDB, source=db),
+        annotated_data_param=dict(label_map_file='', batch_sampler=samplers))
+    net = make_net(str(n.to_proto()))
+    data, label = forward(net)
+    assert data.shape == (2, 3, 32, 32) and label.shape[-1] == 8
