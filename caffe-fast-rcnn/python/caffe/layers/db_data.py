@@ -203,6 +203,7 @@ class _RecordCursor:
     def where(self) -> str:
         """Names the record peek() returns: its key when the database has keys, else its
         position in the stream."""
+        self.skip_to_mine()
         key = getattr(self.records, 'key', None)
         return ('record %r' % key()) if key else ('record %d' % self.offset)
 
