@@ -436,7 +436,8 @@ def detection_output(loc, conf, priors, params, arm_conf=None, arm_loc=None):
     share = p['share_location']
     lc = 1 if share else C
     bg = p['background_label_id']
-    thr = -np.finfo(np.float32).max if p['confidence_threshold'] is None else p['confidence_threshold']
+    thr = np.float32(-np.finfo(np.float32).max if p['confidence_threshold'] is None
+                     else p['confidence_threshold'])                  # Caffe's float threshold
     loc_r = np.asarray(loc, np.float64).reshape(n, num_p, lc, 4)
     conf_r = np.asarray(conf, np.float64).reshape(n, num_p, C).astype(np.float32)
     rows = []
@@ -465,7 +466,7 @@ def detection_output(loc, conf, priors, params, arm_conf=None, arm_loc=None):
             if c == bg:
                 continue
             bx = decoded[-1 if share else c]
-            indices[c] = nms_fast(bx, [float(s) for s in scores[:, c]], thr, p['nms_threshold'],
+            indices[c] = nms_fast(bx, list(scores[:, c]), thr, p['nms_threshold'],
                                   p['eta'], p['top_k'])
         num_det = sum(len(v) for v in indices.values())
         if p['keep_top_k'] > -1 and num_det > p['keep_top_k']:
