@@ -207,6 +207,30 @@ def test_nms_for_mining_drops_small_boxes():
         assert got.tolist() == want, trial
 
 
+# ---- mining ---------------------------------------------------------------------------------
+
+def test_max_negative_mining_ties_and_ratio():
+    loss = torch.tensor([[0.5, 0.9, 0.5, 0.5, 0.1, 0.5],
+                         [0.2, 0.2, 0.2, 0.2, 0.2, 0.2]], dtype=torch.float32)
+    match = torch.tensor([[0, -1, -1, -1, -1, -1], [-1, 1, 0, -1, -1, -2]])
+    eligible = match == -1
+    mined = bu.mine_hard_examples(loss, match, eligible, MB.MAX_NEGATIVE, 2.5, 0)
+    # Image 0: 1 match -> int(2.5) = 2 negatives: 0.9 (prior 1), then the first 0.5 (prior 2).
+    assert mined.negative[0].tolist() == [False, True, True, False, False, False]
+    # Image 1: 2 matches -> 5, but only 3 eligible (prior 5 is ignored): all of them.
+    assert mined.negative[1].tolist() == [True, False, False, True, True, False]
+    assert mined.positive.tolist() == (match > -1).tolist()
+
+
+def test_hard_example_mining_drops_unpicked_matches():
+    loss = torch.tensor([[0.1, 0.9, 0.8, 0.2]], dtype=torch.float32)
+    match = torch.tensor([[0, 1, -1, -1]])
+    eligible = torch.ones_like(match, dtype=torch.bool)
+    mined = bu.mine_hard_examples(loss, match, eligible, MB.HARD_EXAMPLE, 3.0, 2)
+    assert mined.positive.tolist() == [[False, True, False, False]]
+    assert mined.negative.tolist() == [[False, False, True, False]]
+
+
 # ---- average precision ----------------------------------------------------------------------
 
 def pairs(dets):

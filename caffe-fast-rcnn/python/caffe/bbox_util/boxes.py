@@ -39,13 +39,21 @@ def jaccard_overlap(a: torch.Tensor, b: torch.Tensor, normalized: bool = True) -
     Caffe's JaccardOverlap: boxes that do not intersect have overlap 0; the intersection
     of touching boxes has zero area (normalised) or one pixel's width (pixel boxes).
     """
-    extra = 0.0 if normalized else 1.0
+    if normalized:
+        # A non-positive width or height means no overlap: clamping it to 0 gives Caffe's 0.
+        w = (torch.minimum(a[..., :, None, 2], b[..., None, :, 2])
+             - torch.maximum(a[..., :, None, 0], b[..., None, :, 0])).clamp_(min=0)
+        h = (torch.minimum(a[..., :, None, 3], b[..., None, :, 3])
+             - torch.maximum(a[..., :, None, 1], b[..., None, :, 1])).clamp_(min=0)
+        inter = w.mul_(h)
+        union = (bbox_size(a)[..., :, None] + bbox_size(b)[..., None, :]) - inter
+        return inter.div_(union.clamp_(min=torch.finfo(inter.dtype).tiny))
     lt = torch.maximum(a[..., :, None, :2], b[..., None, :, :2])
     rb = torch.minimum(a[..., :, None, 2:], b[..., None, :, 2:])
     wh = rb - lt
     disjoint = (wh < 0).any(dim=-1)
-    inter = (wh[..., 0] + extra) * (wh[..., 1] + extra)
-    union = bbox_size(a, normalized)[..., :, None] + bbox_size(b, normalized)[..., None, :] - inter
+    inter = (wh[..., 0] + 1) * (wh[..., 1] + 1)
+    union = bbox_size(a, False)[..., :, None] + bbox_size(b, False)[..., None, :] - inter
     iou = inter / union.clamp_min(torch.finfo(inter.dtype).tiny)
     return torch.where(disjoint, torch.zeros_like(iou), iou)
 

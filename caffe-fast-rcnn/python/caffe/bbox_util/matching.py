@@ -99,10 +99,11 @@ def _bipartite_candidates(cand: torch.Tensor, gt_valid: torch.Tensor) -> torch.T
     counts = useful.sum(dim=1)
     width = int(counts.max()) if n else 0
     # Ascending indices of the useful predictions, padded with -1.
-    key = torch.where(useful, torch.arange(p, device=cand.device).expand(n, p),
-                      torch.full((n, p), p, dtype=torch.long, device=cand.device))
-    picked = key.sort(dim=1).values[:, :width]
-    return torch.where(picked < p, picked, torch.full_like(picked, -1))
+    picked = torch.full((n, width), -1, dtype=torch.long, device=cand.device)
+    rows, idx = torch.nonzero(useful, as_tuple=True)
+    slot = torch.cumsum(useful.long(), dim=1)[rows, idx] - 1
+    picked[rows, slot] = idx
+    return picked
 
 
 def match_bbox(overlaps: torch.Tensor, gt_valid: torch.Tensor, match_type: int,

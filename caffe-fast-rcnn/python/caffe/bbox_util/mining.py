@@ -6,7 +6,13 @@ the largest confidence loss, `neg_pos_ratio` times as many as the image has matc
 HARD_EXAMPLE ranks every prior by confidence plus localisation loss, keeps `sample_size`
 of them (optionally after NMS over the loss) and drops the matches that were not kept.
 RefineDet's ODM loss also leaves out priors whose ARM objectness is below
-`objectness_score`. Losses are ranked as float32 values, as Caffe stores them.
+`objectness_score`. Losses are ranked as float32 values, as Caffe stores them; equal
+losses go to the lower prior index (Caffe's std::sort leaves their order unspecified).
+
+One deliberate difference: with both an ARM objectness filter and NMS over the loss,
+Caffe runs NMS over the unfiltered candidates but reads the result through the filtered
+list (indices that point at other priors, or past its end); here NMS runs over the
+filtered candidates. Without the filter (SSD's 4 bottoms) the two are the same.
 """
 from __future__ import annotations
 
@@ -36,9 +42,10 @@ def conf_loss(conf: torch.Tensor, labels: torch.Tensor, loss_type: int) -> torch
     zeros for a label outside 0..C-1).
     """
     if int(loss_type) == _MB.SOFTMAX:
-        prob = torch.softmax(conf, dim=-1)
-        p = prob.gather(-1, labels.clamp(0, conf.shape[-1] - 1)[..., None])[..., 0]
-        return -torch.log(p.clamp_min(FLT_MIN))
+        # -log(max(p, FLT_MIN)) = min(logsumexp(x) - x_label, -log(FLT_MIN)), without the
+        # whole probability tensor.
+        x = conf.gather(-1, labels.clamp(0, conf.shape[-1] - 1)[..., None])[..., 0]
+        return (torch.logsumexp(conf, dim=-1) - x).clamp_(max=-float(np.log(FLT_MIN)))
     if int(loss_type) == _MB.LOGISTIC:
         classes = torch.arange(conf.shape[-1], device=conf.device)
         target = (labels[..., None] == classes).to(conf.dtype)
@@ -84,14 +91,22 @@ def eligible_for_mining(mining_type: int, match: torch.Tensor, overlap: torch.Te
     return torch.zeros_like(match, dtype=torch.bool)
 
 
-def _rank_within_rows(loss: torch.Tensor, eligible: torch.Tensor) -> torch.Tensor:
-    """For each row, the rank of every eligible entry by descending loss (stable)."""
+def _top_per_row(loss: torch.Tensor, eligible: torch.Tensor, num_sel: torch.Tensor
+                 ) -> torch.Tensor:
+    """Per row, the `num_sel` eligible entries of largest loss; among equal losses the
+    lower index first (Caffe sorts stably). (N, P) bool."""
     n, p = loss.shape
+    k = int(num_sel.max()) if n else 0
+    if k == 0:
+        return torch.zeros_like(eligible)
     key = torch.where(eligible, loss, torch.full_like(loss, -float('inf')))
-    order = torch.sort(key, dim=1, descending=True, stable=True).indices
-    rank = torch.empty_like(order)
-    rank.scatter_(1, order, torch.arange(p, device=loss.device).expand(n, p).contiguous())
-    return rank
+    top = key.topk(k, dim=1).values                                   # (N, k) descending
+    kth = top.gather(1, (num_sel - 1).clamp_min(0)[:, None])           # num_sel-th largest
+    above = eligible & (key > kth)
+    tied = eligible & (key == kth)
+    need = num_sel[:, None] - above.sum(dim=1, keepdim=True)
+    take_tied = tied & (torch.cumsum(tied.long(), dim=1) <= need)
+    return (above | take_tied) & (num_sel[:, None] > 0)
 
 
 def mine_hard_examples(loss: torch.Tensor, match: torch.Tensor, eligible: torch.Tensor,
@@ -128,8 +143,7 @@ def mine_hard_examples(loss: torch.Tensor, match: torch.Tensor, eligible: torch.
         selected = torch.zeros((n, p), dtype=torch.bool, device=match.device)
         selected[ki[take], kp[take]] = True
     else:
-        rank = _rank_within_rows(loss, eligible)
-        selected = eligible & (rank < num_sel[:, None])
+        selected = _top_per_row(loss, eligible, num_sel)
     positive = matched
     if int(mining_type) == _MB.HARD_EXAMPLE:
         positive = matched & selected
