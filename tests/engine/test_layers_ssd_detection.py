@@ -1,6 +1,5 @@
 """DetectionOutput and DetectionEvaluate (SSD/RefineDet): hand-made exact values, the
 loop-based reference over settings, result files, errors."""
-import os
 
 import numpy as np
 import pytest

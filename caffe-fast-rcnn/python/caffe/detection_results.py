@@ -51,7 +51,7 @@ def read_name_size_file(path: str) -> List[Tuple[str, int, int]]:
     """The (name, height, width) entries of a name-size file (whitespace separated)."""
     out: List[Tuple[str, int, int]] = []
     try:
-        with open(path) as f:
+        with open(path, encoding='utf-8') as f:
             lines = f.read().splitlines()
     except OSError as e:
         raise ParseError(path, 'Failed to open name size file: %s' % e.strerror) from None
@@ -115,7 +115,8 @@ _NUMBER = re.compile(r'"(null|true|false|-?[0-9]+(\.[0-9]+)?)"')
 
 
 def _json_string(s: str) -> str:
-    return json.dumps(s, ensure_ascii=True).replace('/', '\\/')
+    """A quoted JSON string as Boost escapes it: '/' too, non-ASCII text left as UTF-8."""
+    return json.dumps(s, ensure_ascii=False).replace('/', '\\/')
 
 
 def coco_json(detections: Sequence[Detection], names: Dict[int, str]) -> str:

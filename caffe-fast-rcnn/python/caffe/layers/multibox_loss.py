@@ -30,9 +30,6 @@ the LOGISTIC targets of image i are written at offset i * P (not i * P * C).
 """
 from __future__ import annotations
 
-from typing import Optional
-
-import numpy as np
 import torch
 
 from .. import bbox_util
@@ -43,7 +40,6 @@ from .softmax_loss import FLT_MIN
 from . import register
 
 _MB = caffe_pb2.MultiBoxLossParameter
-_CODE = caffe_pb2.PriorBoxParameter
 _NORM = caffe_pb2.LossParameter
 
 
