@@ -193,24 +193,26 @@ class DetectionOutput(Layer):
         return conf, boxes
 
     def detect(self, bottom):
-        """(image, class index into self.classes, prior, score) of every detection kept,
-        ordered by image, class, then Caffe's NMS order; and the decoded boxes."""
+        """(image, class, prior, score) of every detection kept, ordered by image, class,
+        then Caffe's NMS order; and the decoded boxes (N, P, L, 4)."""
         conf, boxes = self._decoded(bottom)
-        n, p = self.num, self.num_priors
-        k = len(self.classes)
+        n, c = self.num, self.num_classes
         dev = conf.device
-        cls = torch.tensor(self.classes, dtype=torch.long, device=dev)
-        # Caffe keeps scores as floats: rank and threshold the float32 values.
-        scores = conf[:, :, cls].to(torch.float32).permute(0, 2, 1).reshape(-1)   # (N, K, P)
-        groups = torch.arange(n * k, device=dev).repeat_interleave(p)
-        idx = bbox_util.select_candidates(scores, groups, self.confidence_threshold, self.top_k)
-        img, ci, pi = idx // (k * p), (idx // p) % k, idx % p
-        slot = torch.zeros_like(ci) if self.share else cls[ci]
-        keep = bbox_util.nms_ordered_groups(boxes[img, pi, slot], groups[idx],
-                                            self.nms_threshold, self.eta)
-        idx, img, ci, pi = idx[keep], img[keep], ci[keep], pi[keep]
-        sc = scores[idx]
-        if self.keep_top_k > -1 and idx.numel():
+        # Caffe keeps scores as floats: threshold and rank the float32 values.
+        scores = conf.to(torch.float32)
+        above = scores > self.confidence_threshold
+        if 0 <= self.bg < c:
+            above[:, :, self.bg] = False
+        img, pi, ci = torch.nonzero(above, as_tuple=True)     # within a class: priors ascending
+        sc = scores[img, pi, ci]
+        groups = img * c + ci
+        order = bbox_util.nms.group_order(sc, groups, self.top_k)
+        img, pi, ci, sc, groups = img[order], pi[order], ci[order], sc[order], groups[order]
+        slot = torch.zeros_like(ci) if self.share else ci
+        keep = bbox_util.nms_ordered_groups(boxes[img, pi, slot], groups, self.nms_threshold,
+                                            self.eta)
+        img, pi, ci, sc = img[keep], pi[keep], ci[keep], sc[keep]
+        if self.keep_top_k > -1 and img.numel():
             per_image = torch.bincount(img, minlength=n)
             if bool((per_image > self.keep_top_k).any()):
                 order = torch.sort(sc, descending=True, stable=True).indices
@@ -219,14 +221,13 @@ class DetectionOutput(Layer):
                 rank = torch.empty_like(order)
                 rank[order] = torch.arange(order.numel(), device=dev) - starts[img[order]]
                 chosen = rank < self.keep_top_k
-                idx, img, ci, pi, sc = idx[chosen], img[chosen], ci[chosen], pi[chosen], sc[chosen]
+                img, pi, ci, sc = img[chosen], pi[chosen], ci[chosen], sc[chosen]
         return img, ci, pi, sc, boxes
 
     def forward(self, bottom, top):
-        img, ci, pi, sc, boxes = self.detect(bottom)
+        img, labels, pi, sc, boxes = self.detect(bottom)
         dtype, dev = bottom[0].tensor.dtype, bottom[0].tensor.device
-        labels = torch.tensor(self.classes, dtype=torch.long, device=dev)[ci]
-        det = boxes[img, pi, torch.zeros_like(ci) if self.share else labels]
+        det = boxes[img, pi, torch.zeros_like(labels) if self.share else labels]
         if img.numel() == 0:
             _log.info('detection_output_layer.cpp', "Couldn't find any detections")
             out = torch.full((self.num, 7), -1.0, dtype=dtype, device=dev)
