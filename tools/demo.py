@@ -12,13 +12,13 @@ import argparse
 import os
 import sys
 
-import cv2
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import caffe  # noqa: E402
+from caffe.image_file import read_image  # noqa: E402
 from fast_rcnn.config import cfg  # noqa: E402
 from fast_rcnn.nms_wrapper import nms  # noqa: E402
 from fast_rcnn.test import im_detect  # noqa: E402
@@ -111,9 +111,10 @@ def main(argv=None):
                   if n.lower().endswith(('.jpg', '.png'))] if os.path.isdir(demo_dir) else []
     written = []
     for path in images:
-        im = cv2.imread(path)
-        if im is None:
-            sys.exit('cannot read image {}'.format(path))
+        try:
+            im = read_image(path)
+        except OSError as e:
+            sys.exit(str(e))
         timer = Timer()
         timer.tic()
         dets = detect(net, im, classes, args.conf, args.nms)

@@ -11,6 +11,7 @@ import pickle
 import numpy as np
 
 import caffe
+from caffe import atomic_files
 from datasets.factory import get_imdb
 from fast_rcnn.config import cfg, get_output_dir
 from rpn.generate import imdb_proposals
@@ -46,10 +47,8 @@ def main(argv=None):
     imdb_boxes = imdb_proposals(net, imdb)
     output_dir = get_output_dir(imdb, net)
     rpn_file = os.path.join(output_dir, net.name + '_rpn_proposals.pkl')
-    tmp = rpn_file + '.tmp'
-    with open(tmp, 'wb') as f:
+    with atomic_files.atomic_open(rpn_file) as f:
         pickle.dump([np.asarray(b) for b in imdb_boxes], f, pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, rpn_file)
     print('Wrote RPN proposals to {}'.format(rpn_file))
     return rpn_file
 

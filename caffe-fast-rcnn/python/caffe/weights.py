@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import _log, protoio, upgrade
+from . import _log, atomic_files, protoio, upgrade
 from .errors import ParseError, ShapeError
 from .proto import caffe_pb2
 
@@ -454,8 +454,7 @@ def save_caffemodel(net, path: str, write_diff: bool = False) -> None:
 def save_hdf5(net, path: str, write_diff: bool = False) -> None:
     """Caffe's HDF5 weights layout: /data/<layer>/<i> (and /diff/...)."""
     import h5py
-    tmp = path + '.tmp'
-    with h5py.File(tmp, 'w') as f:
+    with atomic_files.atomic_path(path) as tmp, h5py.File(tmp, 'w') as f:
         groups = [('data', f.create_group('data'))]
         if write_diff:
             groups.append(('diff', f.create_group('diff')))
@@ -466,7 +465,6 @@ def save_hdf5(net, path: str, write_diff: bool = False) -> None:
                 lg = g.create_group(name)
                 for j, b in enumerate(layer.blobs):
                     lg.create_dataset(str(j), data=np.asarray(b.data if kind == 'data' else b.diff))
-    os.replace(tmp, path)
 
 
 def load_hdf5(net, path: str) -> None:
