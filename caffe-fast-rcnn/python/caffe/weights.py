@@ -368,11 +368,13 @@ def copy_trained_layers(net, source, path: str = '<weights>') -> None:
         param, values = source, _proto_values
     index = {name: i for i, name in enumerate(net._layer_names)}
     plan = []
+    matched = set()
     for lp in param.layer:
         li = index.get(lp.name)
         if li is None:
             _log.info('net.cpp', 'Ignoring source layer %s' % lp.name)
             continue
+        matched.add(lp.name)
         target = net.layers[li].blobs
         if len(lp.blobs) != len(target):
             raise ShapeError('%s: Incompatible number of blobs for layer %r: the file has %d, '
@@ -399,6 +401,33 @@ def copy_trained_layers(net, source, path: str = '<weights>') -> None:
         if not flat.flags.writeable:
             flat = flat.copy()
         dst.tensor.copy_(torch.from_numpy(flat).view(dst.shape))
+    report_copied_layers(net, matched, [lp.name for lp in param.layer], path)
+
+
+def report_copied_layers(net, matched, file_layers: Sequence[str], path: str) -> None:
+    """Say once what a weights file gave the net. Caffe copies layers by name and silently
+    keeps the initial values of every other layer; a file none of whose layer names
+    matches (a renamed net, weights of another model) leaves an untrained net, which is
+    worth a WARNING. Partial matches (fine-tuning from ImageNet weights) get one INFO line
+    naming the layers that keep their initial values."""
+    with_params = [n for n, layer in zip(net._layer_names, net.layers) if len(layer.blobs)]
+    kept = [n for n in with_params if n not in matched]
+    if not with_params or not kept:
+        return
+    def names(seq, n=12):
+        seq = list(seq)
+        return ', '.join(seq[:n]) + (', ... (%d in all)' % len(seq) if len(seq) > n else '')
+    got = [n for n in with_params if n in matched]
+    if not got:
+        _log.warning('net.cpp', '%s: none of the %d layers with parameters of net %s has a name '
+                     'in this weights file, so nothing was copied and the net keeps its '
+                     'initial (filler) values. Net layers with parameters: %s. Layers in the '
+                     'file: %s' % (path, len(with_params), net._name or '(unnamed)',
+                                   names(with_params), names(file_layers) or 'none'))
+    else:
+        _log.info('net.cpp', '%s: copied the parameters of %d of the %d layers with parameters; '
+                  'these keep their initial values (no layer of that name in the file): %s'
+                  % (path, len(got), len(with_params), names(kept)))
 
 
 def copy_from_file(net, path: str) -> None:
@@ -470,16 +499,22 @@ def save_hdf5(net, path: str, write_diff: bool = False) -> None:
 def load_hdf5(net, path: str) -> None:
     """Copy weights from Caffe's HDF5 layout; layers the net lacks are skipped."""
     import h5py
-    with h5py.File(path, 'r') as f:
+    try:
+        f = h5py.File(path, 'r')
+    except OSError as e:
+        raise ParseError(path, 'cannot open HDF5 weights: %s' % e) from None
+    with f:
         if 'data' not in f:
             raise ParseError(path, 'not a Caffe HDF5 weights file (no /data group)')
         data = f['data']
         index = {name: i for i, name in enumerate(net._layer_names)}
+        matched = set()
         for name in data:
             li = index.get(name)
             if li is None:
                 _log.info('net.cpp', 'Ignoring source layer %s' % name)
                 continue
+            matched.add(name)
             target = net.layers[li].blobs
             group = data[name]
             if len(group) != len(target):
@@ -490,3 +525,4 @@ def load_hdf5(net, path: str) -> None:
                     raise ShapeError("%s: Cannot copy param %d weights from layer '%s'; shape "
                                      "mismatch: %s vs %s" % (path, j, name, arr.shape, dst.shape))
                 dst.tensor.copy_(torch.from_numpy(arr.reshape(dst.shape).astype(dst.data.dtype)))
+        report_copied_layers(net, matched, list(data), path)

@@ -19,6 +19,7 @@ from . import register
 
 @register('InnerProduct')
 class InnerProduct(TorchLayer):
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -94,6 +95,7 @@ class InnerProduct(TorchLayer):
 @register('Embed')
 class Embed(TorchLayer):
     """A lookup table: integer indices in, rows of the (input_dim, num_output) weight out."""
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
     non_differentiable = (0,)

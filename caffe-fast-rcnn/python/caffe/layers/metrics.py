@@ -36,6 +36,7 @@ class ArgMax(Layer):
     1s to the bottom's axis count). With an axis, that axis becomes top_k long and holds
     indices, or values if out_max_val. No backward, as in Caffe.
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -98,6 +99,7 @@ class Accuracy(Layer):
     scalar (0 when every label is ignored); the optional second top holds each class's
     accuracy (0 for a class without labels). No backward, as in Caffe.
     """
+    allow_in_place = False
     exact_num_bottom = 2
     min_top = 1
     max_top = 2

@@ -46,6 +46,7 @@ def scaled_rois(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
 @register('ROIPooling')
 class ROIPooling(Layer):
     """See the module docstring."""
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 

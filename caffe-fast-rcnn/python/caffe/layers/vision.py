@@ -54,6 +54,7 @@ def canonical_axis(axis: int, num_axes: int, layer: str) -> int:
 
 @register('Convolution')
 class Convolution(TorchLayer):
+    allow_in_place = False
     exact_num_top = None
     min_bottom = 1
     transposed = False
@@ -136,6 +137,7 @@ class Deconvolution(Convolution):
 
 @register('Pooling')
 class Pooling(TorchLayer):
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
     max_top = 2  # a second top (MAX only) holds the argmax mask, as in Caffe
@@ -276,6 +278,7 @@ class SPP(TorchLayer):
     for STOCHASTIC, so every level must tile the image exactly (H and W divisible by
     2^(pyramid_height - 1)).
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -402,6 +405,7 @@ class Im2col(TorchLayer):
     offset (last spatial axis fastest), as Caffe's im2col and im2col_nd; cells outside the
     image are 0. Backward (col2im) sums each column's diff back into the image.
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
