@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from .. import _config
 from ..errors import ShapeError
 from .base import TorchLayer
-from .vision import canonical_axis
+from .vision import canonical_axis, positive
 from . import register
 
 
@@ -40,6 +40,7 @@ class InnerProduct(TorchLayer):
         self.axis = canonical_axis(ip.axis, len(shape), self.layer_param.name)
         self.K = int(np.prod(shape[self.axis:], dtype=np.int64))
         self.N = ip.num_output
+        positive(self.layer_param.name, 'num_output', self.N)
         self.transpose = ip.transpose
         self.bias_term = ip.bias_term
         wshape = [self.K, self.N] if self.transpose else [self.N, self.K]
@@ -106,6 +107,8 @@ class Embed(TorchLayer):
     def setup(self, bottom, top):
         ep = self.layer_param.embed_param
         self.N, self.K, self.bias_term = ep.num_output, ep.input_dim, ep.bias_term
+        positive(self.layer_param.name, 'num_output', self.N)
+        positive(self.layer_param.name, 'input_dim', self.K)
         shapes = [[self.K, self.N]] + ([[self.N]] if self.bias_term else [])
         if not self.check_param_shapes(*shapes):
             self.add_param([self.K, self.N], ep.weight_filler)

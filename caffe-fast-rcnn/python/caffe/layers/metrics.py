@@ -110,6 +110,9 @@ class Accuracy(Layer):
     def setup(self, bottom, top):
         ap = self.layer_param.accuracy_param
         self.top_k = int(ap.top_k)
+        if self.top_k < 1:   # Caffe would report an accuracy of 0 whatever the scores
+            raise NetError('layer %r (Accuracy): top_k must be at least 1, got %d'
+                           % (self.layer_param.name, self.top_k))
         self.ignore = int(ap.ignore_label) if ap.HasField('ignore_label') else None
 
     def reshape(self, bottom, top):
