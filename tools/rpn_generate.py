@@ -7,6 +7,7 @@ import _init_paths  # noqa: F401
 import argparse
 import os
 import pickle
+import sys
 
 import numpy as np
 
@@ -39,7 +40,9 @@ def main(argv=None):
     cfg.TEST.RPN_PRE_NMS_TOP_N = -1
     cfg.TEST.RPN_POST_NMS_TOP_N = 2000
     print_cfg()
-    wait_for_file(args.caffemodel, args.wait)
+    if args.prototxt is None or args.caffemodel is None:
+        sys.exit('rpn_generate.py: --def and --net are required')
+    wait_for_file(args.caffemodel, args.wait, args.wait_timeout)
     setup_caffe_device(args.gpu_id, args.cpu)
     net = caffe.Net(args.prototxt, args.caffemodel, caffe.TEST)
     net.name = os.path.splitext(os.path.basename(args.caffemodel))[0]

@@ -355,6 +355,7 @@ class coco(imdb):
                             output_dir: Optional[str] = None) -> Any:
         """Write the results JSON and, for splits with ground truth, run COCOeval."""
         output_dir = output_dir or 'output'
+        self.check_detections(all_boxes)
         os.makedirs(output_dir, exist_ok=True)
         res_file = osp.join(output_dir, 'detections_' + self._image_set + self._year +
                             '_results')

@@ -465,6 +465,7 @@ class pascal_voc(imdb):
                             output_dir: Optional[str] = None) -> List[float]:
         """Write results files, evaluate them, and remove them unless configured not to."""
         output_dir = output_dir or 'output'
+        self.check_detections(all_boxes)
         self._write_voc_results_file(all_boxes)
         aps = self._do_python_eval(output_dir)
         if self.config['matlab_eval']:
