@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import ImageError
 
-__all__ = ['read_image', 'decode_image', 'truncation']
+__all__ = ['read_image', 'decode_image', 'truncation', 'check_complete']
 
 _JPEG_SOI = b'\xff\xd8\xff'
 
@@ -45,6 +45,30 @@ def truncation(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> Optiona
             return ('JPEG data ends without its end-of-image marker: the file is truncated '
                     '(%d bytes)' % len(buf))
     return None
+
+
+def check_complete(path: Union[str, os.PathLike], tail: int = 4096) -> None:
+    """Raise ImageError if the image file at `path` is visibly truncated, reading only its
+    first and last bytes when they show it whole (an end-of-image marker near the end of a
+    JPEG), the whole file otherwise. Cheap enough to run over a data set before training,
+    so that a damaged file stops the run at its start, not hours into it."""
+    path = os.fspath(path)
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(3)
+            if head != _JPEG_SOI:
+                return   # other formats fail in their decoders when cut short
+            size = os.fstat(f.fileno()).st_size
+            f.seek(max(0, size - tail))
+            if b'\xff\xd9' in f.read(tail) and size > tail:
+                return
+            f.seek(0)
+            data = f.read()
+    except OSError as e:
+        raise ImageError('cannot read image %s: %s' % (path, e.strerror or e)) from None
+    why = truncation(data)
+    if why is not None:
+        raise ImageError('cannot use image %s: %s; re-copy or re-download it' % (path, why))
 
 
 def decode_image(data: Union[bytes, bytearray, memoryview, np.ndarray],
