@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import caffe
-from caffe import protoio, weights
+from caffe import weights
 from caffe.errors import LayerError, NetError, ParseError, ShapeError
 
 BASE = 'input: "x" input_shape { dim: 2 dim: 3 }\n'
