@@ -40,7 +40,8 @@ def truncation(data: Union[bytes, bytearray, memoryview, np.ndarray]) -> Optiona
     if buf.startswith(_JPEG_SOI):
         last_scan = buf.rfind(b'\xff\xda')
         if last_scan < 0:
-            return 'JPEG data without any image scan (cut short in its header?)'
+            return ('JPEG data ends before its first image scan: the file is truncated '
+                    '(%d bytes)' % len(buf))
         if buf.rfind(b'\xff\xd9') < last_scan:
             return ('JPEG data ends without its end-of-image marker: the file is truncated '
                     '(%d bytes)' % len(buf))
