@@ -402,3 +402,18 @@ def test_training_cleans_killed_snapshot_writes_and_writes_readable_files(traini
         os.umask(old)
     assert sorted(os.listdir(out)) == [unrelated, 'tiny_iter_2.caffemodel']
     assert os.stat(paths[0]).st_mode & 0o777 == 0o644
+
+
+def test_the_toy_generator_removes_what_a_killed_build_left(tmp_path):
+    from datasets.toy_generator import make_toy_dataset
+    out = tmp_path / 'toy'
+    out.mkdir()
+    gone = _dead_pid()
+    (out / ('.toy-build-%d-abc' % gone)).mkdir()
+    (out / ('.toy-build-%d-abc' % gone) / '000001.jpg').write_bytes(b'x')
+    (out / ('.toy_manifest.json.%d.tmp' % gone)).write_text('{')
+    running = out / ('.toy-build-%d-def' % os.getppid())        # another build, still running
+    running.mkdir()
+    make_toy_dataset(out, seed=0, num_trainval=1, num_test=1, size=64, max_objects=1,
+                     min_object=8, max_object=16)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith('.')) == [running.name]
