@@ -155,6 +155,19 @@ def test_partial_matches_are_summarised_once_and_full_ones_not_at_all(tmp_path, 
     assert 'copied the parameters' not in err and 'none of the' not in err
 
 
+def test_layers_sharing_a_copied_layer_s_parameters_count_as_copied(tmp_path, saved_weights,
+                                                                     capfd, monkeypatch):
+    monkeypatch.setenv('GLOG_minloglevel', '0')
+    text = (WNET % ('fc1', 'fc2')).replace('inner_product_param { num_output: 4 }',
+                                           'param { name: "w" } param { name: "b" } '
+                                           'inner_product_param { num_output: 4 }')
+    text += ('layer { name: "fc1_copy" type: "InnerProduct" bottom: "data" top: "c" '
+             'param { name: "w" } param { name: "b" } inner_product_param { num_output: 4 } }\n')
+    capfd.readouterr()
+    caffe.Net(net_file(tmp_path, text, 'shared.prototxt'), saved_weights, caffe.TEST)
+    assert 'copied the parameters' not in capfd.readouterr().err
+
+
 def test_unreadable_weights_and_proto_files_are_named(tmp_path):
     junk = tmp_path / 'junk.h5'
     junk.write_bytes(b'not hdf5 at all')

@@ -368,13 +368,11 @@ def copy_trained_layers(net, source, path: str = '<weights>') -> None:
         param, values = source, _proto_values
     index = {name: i for i, name in enumerate(net._layer_names)}
     plan = []
-    matched = set()
     for lp in param.layer:
         li = index.get(lp.name)
         if li is None:
             _log.info('net.cpp', 'Ignoring source layer %s' % lp.name)
             continue
-        matched.add(lp.name)
         target = net.layers[li].blobs
         if len(lp.blobs) != len(target):
             raise ShapeError('%s: Incompatible number of blobs for layer %r: the file has %d, '
@@ -401,23 +399,28 @@ def copy_trained_layers(net, source, path: str = '<weights>') -> None:
         if not flat.flags.writeable:
             flat = flat.copy()
         dst.tensor.copy_(torch.from_numpy(flat).view(dst.shape))
-    report_copied_layers(net, matched, [lp.name for lp in param.layer], path)
+    report_copied_layers(net, {id(dst) for dst, _ in plan}, [lp.name for lp in param.layer], path)
 
 
-def report_copied_layers(net, matched, file_layers: Sequence[str], path: str) -> None:
-    """Say once what a weights file gave the net. Caffe copies layers by name and silently
-    keeps the initial values of every other layer; a file none of whose layer names
-    matches (a renamed net, weights of another model) leaves an untrained net, which is
-    worth a WARNING. Partial matches (fine-tuning from ImageNet weights) get one INFO line
-    naming the layers that keep their initial values."""
+def report_copied_layers(net, written: set, file_layers: Sequence[str], path: str) -> None:
+    """Say once what a weights file gave the net (`written`: ids of the blobs it wrote).
+
+    Caffe copies layers by name and silently keeps the initial values of every other
+    layer; a file none of whose layer names matches (a renamed net, weights of another
+    model) leaves an untrained net, which is worth a WARNING. Partial matches (fine-tuning
+    from ImageNet weights) get one INFO line naming the layers that keep their initial
+    values. A layer sharing its blobs (`param { name }`) with a copied one counts as copied.
+    """
     with_params = [n for n, layer in zip(net._layer_names, net.layers) if len(layer.blobs)]
-    kept = [n for n in with_params if n not in matched]
+    got_blobs = {n: all(id(b) in written for b in layer.blobs)
+                 for n, layer in zip(net._layer_names, net.layers) if len(layer.blobs)}
+    kept = [n for n in with_params if not got_blobs[n]]
     if not with_params or not kept:
         return
     def names(seq, n=12):
         seq = list(seq)
         return ', '.join(seq[:n]) + (', ... (%d in all)' % len(seq) if len(seq) > n else '')
-    got = [n for n in with_params if n in matched]
+    got = [n for n in with_params if got_blobs[n]]
     if not got:
         _log.warning('net.cpp', '%s: none of the %d layers with parameters of net %s has a name '
                      'in this weights file, so nothing was copied and the net keeps its '
@@ -508,13 +511,12 @@ def load_hdf5(net, path: str) -> None:
             raise ParseError(path, 'not a Caffe HDF5 weights file (no /data group)')
         data = f['data']
         index = {name: i for i, name in enumerate(net._layer_names)}
-        matched = set()
+        written = set()
         for name in data:
             li = index.get(name)
             if li is None:
                 _log.info('net.cpp', 'Ignoring source layer %s' % name)
                 continue
-            matched.add(name)
             target = net.layers[li].blobs
             group = data[name]
             if len(group) != len(target):
@@ -525,4 +527,5 @@ def load_hdf5(net, path: str) -> None:
                     raise ShapeError("%s: Cannot copy param %d weights from layer '%s'; shape "
                                      "mismatch: %s vs %s" % (path, j, name, arr.shape, dst.shape))
                 dst.tensor.copy_(torch.from_numpy(arr.reshape(dst.shape).astype(dst.data.dtype)))
-        report_copied_layers(net, matched, list(data), path)
+                written.add(id(dst))
+        report_copied_layers(net, written, list(data), path)
