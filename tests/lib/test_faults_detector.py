@@ -342,6 +342,9 @@ def test_param_str_keys_a_layer_does_not_read_are_errors_naming_it(tmp_path):
     with pytest.raises(Exception, match=r"ProposalLayer 'proposal': param_str has unknown key\(s\) "
                                         r"'scale'; the layer reads 'feat_stride', 'ratios', 'scales'"):
         caffe.Net(_write(tmp_path, 'p.prototxt', text), caffe.TEST)
+    zero = text.replace("'feat_stride': 16\\n'scale'", "'feat_stride': 0\\n'scales'")
+    with pytest.raises(Exception, match=r"ProposalLayer 'proposal': 'feat_stride' must be >= 1"):
+        caffe.Net(_write(tmp_path, 'z.prototxt', zero), caffe.TEST)
     bad = train_net_of(K).replace("'num_classes': 3", "'num_classes': 3\\n'num_clases': 4")
     with pytest.raises(Exception, match=r"RoIDataLayer 'input-data': param_str has unknown key\(s\) "
                                         r"'num_clases'"):
@@ -402,6 +405,25 @@ def test_training_cleans_killed_snapshot_writes_and_writes_readable_files(traini
         os.umask(old)
     assert sorted(os.listdir(out)) == [unrelated, 'tiny_iter_2.caffemodel']
     assert os.stat(paths[0]).st_mode & 0o777 == 0o644
+
+
+def test_detections_and_caches_are_written_whole_with_the_umask_mode(tmp_path, isolated_cfg,
+                                                                      voc_writer):
+    net = caffe.Net(_write(tmp_path, 'test.prototxt', detect_net_of(K)), caffe.TEST)
+    db = ToyImdb(tmp_path)
+    old = os.umask(0o027)
+    try:
+        frtest.test_net(net, db, thresh=0.0)
+        devkit = _voc(tmp_path, voc_writer, {'a': (40, 30, [('cat', (1, 1, 20, 10))])}, split=('a',))
+        _gt_imdb(devkit).roidb
+    finally:
+        os.umask(old)
+    det_dir = db.evaluated[1]
+    assert os.listdir(det_dir) == ['detections.pkl']
+    assert os.stat(os.path.join(det_dir, 'detections.pkl')).st_mode & 0o777 == 0o640
+    cache_dir = os.path.join(isolated_cfg.DATA_DIR, 'cache')
+    assert os.listdir(cache_dir) == ['voc_2007_trainval_gt_roidb.npz']
+    assert os.stat(os.path.join(cache_dir, os.listdir(cache_dir)[0])).st_mode & 0o777 == 0o640
 
 
 def test_the_toy_generator_removes_what_a_killed_build_left(tmp_path):
