@@ -25,6 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 FEED = '''
 import os
 import signal
+import numpy as np
 import caffe
 from caffe import atomic_files
 
