@@ -85,9 +85,11 @@ class SolverWrapper(object):
 
         self.solver_param = _read_solver_param(solver_prototxt)
 
-        num_classes = int(roidb[0]['gt_overlaps'].shape[1])
-        check_net_classes(self.solver.net, num_classes, 'the training roidb',
-                          net_name=solver_prototxt, bbox_reg=bool(cfg.TRAIN.BBOX_REG))
+        if roidb and 'gt_overlaps' in roidb[0]:
+            # Where the net meets the data: every class-fixing layer must agree with it.
+            check_net_classes(self.solver.net, int(roidb[0]['gt_overlaps'].shape[1]),
+                              'the training roidb', net_name=solver_prototxt,
+                              bbox_reg=bool(cfg.TRAIN.BBOX_REG))
         self._remove_stale_temps()
 
         data_layer = self.solver.net.layers[0] if len(self.solver.net.layers) else None

@@ -250,11 +250,11 @@ def _read_image(path: str, entry: Optional[Dict[str, Any]] = None) -> np.ndarray
     if entry is not None and 'width' in entry and 'height' in entry and \
             im.shape[:2] != (int(entry['height']), int(entry['width'])):
         raise MinibatchError(
-            'image {} decodes to {}x{} (width x height) but its roidb entry says {}x{} (read '
-            'from the file header when the roidb was prepared); an EXIF orientation tag '
-            'rotates the decoded pixels away from the annotated ones: save the image '
-            'rotated, without the tag'.format(path, im.shape[1], im.shape[0],
-                                               entry['width'], entry['height']))
+            'image {} decodes to {}x{} (width x height) but its roidb entry says {}x{}, the '
+            'size its boxes were checked and flipped against. Usually an EXIF orientation '
+            'tag: OpenCV rotates the pixels, the header and the annotations do not (save the '
+            'image rotated, without the tag); or the file changed since the roidb was '
+            'made'.format(path, im.shape[1], im.shape[0], entry['width'], entry['height']))
     return im
 
 
