@@ -149,6 +149,13 @@ def test_a_failed_write_leaves_neither_the_file_nor_a_temporary(tmp_path):
     assert os.listdir(str(tmp_path)) == ['keep.bin'] and (tmp_path / 'keep.bin').read_bytes() == b'old'
 
 
+def test_writing_a_file_again_removes_what_a_killed_write_of_it_left(tmp_path):
+    stale = stale_name('cache.npz', dead_pid())
+    (tmp_path / stale).write_bytes(b'half')
+    atomic_files.write_bytes(str(tmp_path / 'cache.npz'), b'whole')
+    assert os.listdir(str(tmp_path)) == ['cache.npz']
+
+
 def test_only_our_own_stale_temporaries_are_removed(tmp_path):
     gone = dead_pid()
     stale = stale_name('run_iter_5.caffemodel', gone)

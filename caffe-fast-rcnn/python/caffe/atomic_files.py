@@ -13,8 +13,9 @@ caches, detections, proposals, results) goes through here:
 * a writer killed between the two steps (SIGKILL, the OOM killer, a power cut) leaves its
   temporary behind. `remove_stale_temps` deletes those: only names of the pattern above,
   only for targets whose name starts with a given prefix, and only when the writer named
-  in the file (its PID, on this host) is gone. Trainers call it when they start and before
-  each snapshot, so killed runs do not fill the disk with model-sized orphans.
+  in the file (its PID, on this host) is gone. Every write cleans up after killed writes
+  of the same file; trainers also call it when they start and before each snapshot for
+  all their snapshot names, so killed runs do not fill the disk with model-sized orphans.
 """
 from __future__ import annotations
 
@@ -86,6 +87,7 @@ def atomic_path(path: Union[str, os.PathLike]) -> Iterator[str]:
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
+    remove_stale_temps(folder, os.path.basename(path))   # a killed earlier write of this file
     fd, tmp = tempfile.mkstemp(prefix='.%s.%d-%s.' % (os.path.basename(path), os.getpid(),
                                                       _host_tag()),
                                suffix='.tmp', dir=folder)
