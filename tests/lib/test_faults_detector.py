@@ -252,6 +252,33 @@ def test_an_edited_annotation_is_what_the_next_run_trains_on(tmp_path, isolated_
     assert [n for n in os.listdir(os.path.dirname(cache)) if n.startswith('.')] == []
 
 
+def test_the_proposal_roidb_cache_follows_its_proposal_file(tmp_path, isolated_cfg, voc_writer,
+                                                           monkeypatch, capsys):
+    from datasets.pascal_voc import pascal_voc
+    images = {'a': (40, 30, [('cat', (1, 1, 20, 10))]), 'b': (40, 30, [('dog', (5, 5, 30, 25))])}
+    devkit = _voc(tmp_path, voc_writer, images)
+
+    def fake_loader(self, gt_roidb):       # stands in for the .mat reader (SciPy)
+        boxes = [np.loadtxt(self._selective_search_file(), ndmin=2)[:, :4]] * self.num_images
+        return self.create_roidb_from_box_list(boxes, gt_roidb)
+    monkeypatch.setattr(pascal_voc, '_load_selective_search_roidb', fake_loader)
+
+    def proposals():
+        d = pascal_voc('trainval', '2007', devkit_path=devkit, classes=['cat', 'dog'])
+        return d.roidb[0]['boxes'][1:]
+    mat = os.path.join(isolated_cfg.DATA_DIR, 'selective_search_data', 'voc_2007_trainval.mat')
+    os.makedirs(os.path.dirname(mat))
+    with open(mat, 'w') as f:
+        f.write('0 0 5 5\n')
+    np.testing.assert_array_equal(proposals(), [[0, 0, 5, 5]])
+    with open(mat, 'w') as f:
+        f.write('1 1 9 9\n')
+    st = os.stat(mat)
+    os.utime(mat, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000))
+    np.testing.assert_array_equal(proposals(), [[1, 1, 9, 9]])
+    assert 'proposals changed since it was written' in capsys.readouterr().out
+
+
 def test_an_empty_image_set_names_its_list_file_and_nothing_is_cached(tmp_path, isolated_cfg,
                                                                        voc_writer):
     from datasets.roidb_io import save_roidb
