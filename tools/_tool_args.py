@@ -42,10 +42,29 @@ def add_cfg_arg(parser):
     parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
 
 
+# How long --wait waits for --net by default, and the variable that changes it.
+WAIT_TIMEOUT_ENV = 'FRCN_WAIT_TIMEOUT'
+DEFAULT_WAIT_TIMEOUT = 3600.0
+
+
+def _seconds(text):
+    """A --wait_timeout value: seconds (>= 0; 0, 'none' or 'inf' mean no limit)."""
+    if str(text).lower() in ('none', 'inf', 'infinity', 'forever'):
+        return 0.0
+    value = float(text)
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError('expected seconds >= 0 (0 = no limit), got %r' % text)
+    return value
+
+
 def add_wait_arg(parser):
-    """`--wait` (default yes): wait for --net to appear (a training run still writing it)."""
+    """`--wait` (default yes): wait for --net to appear (a training run still writing it),
+    and `--wait_timeout`: for at most this long."""
     parser.add_argument('--wait', dest='wait', help='wait until net file exists', default=True,
                         type=_yes)
+    parser.add_argument('--wait_timeout', dest='wait_timeout', type=_seconds, default=None,
+                        help='with --wait, give up after this many seconds [${} or {:g}; 0 = '
+                             'no limit]'.format(WAIT_TIMEOUT_ENV, DEFAULT_WAIT_TIMEOUT))
 
 
 def add_set_arg(parser, set_help='set config keys'):
@@ -83,8 +102,39 @@ def print_cfg():
     pprint.pprint(cfg)
 
 
-def wait_for_file(path, wait=True):
-    """Block (polling every 10 s, saying so) until `path` exists, if `wait`."""
-    while not os.path.exists(path) and wait:
-        print('Waiting for {} to exist...'.format(path))
-        time.sleep(10)
+def wait_timeout(value=None):
+    """The bound of --wait in seconds (0 = none): the flag's value, else $FRCN_WAIT_TIMEOUT,
+    else DEFAULT_WAIT_TIMEOUT."""
+    if value is not None:
+        return float(value)
+    env = os.environ.get(WAIT_TIMEOUT_ENV, '').strip()
+    if env:
+        try:
+            return _seconds(env)
+        except (ValueError, argparse.ArgumentTypeError):
+            sys.exit('{}={!r}: expected seconds >= 0 (0 = no limit)'.format(WAIT_TIMEOUT_ENV, env))
+    return DEFAULT_WAIT_TIMEOUT
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return '{:d}:{:02d}:{:02d}'.format(seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def wait_for_file(path, wait=True, timeout=None, poll=10.0):
+    """If `wait`, block until `path` exists (a training run may still be writing it),
+    polling every `poll` seconds and saying what it waits for and for how long; exit with
+    a message naming the file once `timeout` seconds (see wait_timeout) have passed."""
+    if path is None or not wait:
+        return
+    limit = wait_timeout(timeout)
+    start = time.monotonic()
+    while not os.path.exists(path):
+        waited = time.monotonic() - start
+        if limit and waited >= limit:
+            sys.exit('Gave up waiting for {} after {} (--wait_timeout or ${} sets the limit, '
+                     '--wait 0 does not wait); is the path right, and is a training run '
+                     'writing it?'.format(path, _duration(waited), WAIT_TIMEOUT_ENV))
+        print('Waiting for {} to exist... ({} so far, giving up after {})'.format(
+            path, _duration(waited), _duration(limit) if limit else 'no limit'))
+        time.sleep(min(poll, limit - waited) if limit else poll)

@@ -17,7 +17,6 @@ import multiprocessing as mp
 import os
 import pickle
 import pprint
-import shutil
 import sys
 
 import numpy as np
@@ -125,10 +124,9 @@ def rpn_generate(queue=None, imdb_name=None, rpn_model_path=None, rpn_test_proto
     rpn_proposals = imdb_proposals(rpn_net, imdb)
     rpn_net_name = os.path.splitext(os.path.basename(rpn_model_path))[0]
     rpn_proposals_path = os.path.join(output_dir, rpn_net_name + '_proposals.pkl')
-    tmp = rpn_proposals_path + '.tmp'
-    with open(tmp, 'wb') as f:  # written and read back by this run only
+    from caffe import atomic_files
+    with atomic_files.atomic_open(rpn_proposals_path) as f:  # read back by this run only
         pickle.dump([np.asarray(b) for b in rpn_proposals], f, pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, rpn_proposals_path)
     print('Wrote RPN proposals to {}'.format(rpn_proposals_path))
     queue.put({'proposal_path': rpn_proposals_path})
 
@@ -235,7 +233,8 @@ def main(argv=None):
     final_path = os.path.join(os.path.dirname(fast_rcnn_stage2_out['model_path']),
                               args.net_name + '_faster_rcnn_final.caffemodel')
     print('cp {} -> {}'.format(fast_rcnn_stage2_out['model_path'], final_path))
-    shutil.copy(fast_rcnn_stage2_out['model_path'], final_path)
+    from caffe import atomic_files  # a kill mid-copy must not leave half a final model
+    atomic_files.copy_file(fast_rcnn_stage2_out['model_path'], final_path)
     print('Final model: {}'.format(final_path))
     return final_path
 

@@ -50,12 +50,20 @@ def combined_roidb(imdb_names):
         print('Set proposal method: {:s}'.format(cfg.TRAIN.PROPOSAL_METHOD))
         return get_training_roidb(imdb)
 
-    roidbs = [get_roidb(s) for s in imdb_names.split('+')]
+    names = imdb_names.split('+')
+    roidbs = [get_roidb(s) for s in names]
     roidb = roidbs[0]
     if len(roidbs) > 1:
+        classes = [tuple(get_imdb(s).classes) for s in names]
+        for s, c in zip(names[1:], classes[1:]):
+            if c != classes[0]:
+                raise ValueError('--imdb {}: {} and {} have different classes ({} and {}); '
+                                 'data sets trained together must list the same classes in '
+                                 'the same order'.format(imdb_names, names[0], s,
+                                                         list(classes[0]), list(c)))
         for r in roidbs[1:]:
             roidb.extend(r)
-        imdb = datasets.imdb.imdb(imdb_names, get_imdb(imdb_names.split('+')[1]).classes)
+        imdb = datasets.imdb.imdb(imdb_names, classes[1])
     else:
         imdb = get_imdb(imdb_names)
     return imdb, roidb

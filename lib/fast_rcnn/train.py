@@ -22,9 +22,11 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 import caffe
+from caffe import atomic_files
 from caffe.proto import caffe_pb2
 from caffe.solver import read_solver_param
 from fast_rcnn.config import cfg
+from fast_rcnn.net_classes import check_net_classes
 import roi_data_layer.roidb as rdl_roidb
 from utils.timer import Timer
 
@@ -83,12 +85,28 @@ class SolverWrapper(object):
 
         self.solver_param = _read_solver_param(solver_prototxt)
 
+        if roidb and 'gt_overlaps' in roidb[0]:
+            # Where the net meets the data: every class-fixing layer must agree with it.
+            check_net_classes(self.solver.net, int(roidb[0]['gt_overlaps'].shape[1]),
+                              'the training roidb', net_name=solver_prototxt,
+                              bbox_reg=bool(cfg.TRAIN.BBOX_REG))
+        self._remove_stale_temps()
+
         data_layer = self.solver.net.layers[0] if len(self.solver.net.layers) else None
         if not hasattr(data_layer, 'set_roidb'):
             raise ValueError('the first layer of the train net of {} must be the RoIDataLayer '
                              '(a Python layer with set_roidb), found {}'.format(
                                  solver_prototxt, getattr(data_layer, 'type', None)))
         data_layer.set_roidb(roidb)
+
+    def _remove_stale_temps(self) -> None:
+        """Remove the temporaries of snapshots a killed run was writing: files named
+        `.<snapshot_prefix>[_<SNAPSHOT_INFIX>]_iter_*.tmp` of writers no longer running."""
+        infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
+        stem = os.path.join(self.output_dir, self.solver_param.snapshot_prefix + infix + '_iter_')
+        for path in atomic_files.remove_stale_temps(os.path.dirname(stem),
+                                                    os.path.basename(stem)):
+            print('Removed the temporary file of an interrupted snapshot: {}'.format(path))
 
     def snapshot(self) -> str:
         """Save the net with un-normalised ``bbox_pred`` weights; return the file name.
@@ -122,6 +140,7 @@ class SolverWrapper(object):
 
         try:
             os.makedirs(self.output_dir, exist_ok=True)
+            self._remove_stale_temps()
             infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
             filename = (self.solver_param.snapshot_prefix + infix +
                         '_iter_{:d}'.format(self.solver.iter) + '.caffemodel')
@@ -206,8 +225,16 @@ def filter_roidb(roidb: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def train_net(solver_prototxt: str, roidb: List[Dict[str, Any]], output_dir: str,
               pretrained_model: Optional[str] = None, max_iters: int = 40000) -> List[str]:
     """Train a Fast R-CNN network; return the paths of the snapshots written."""
+    if not roidb:
+        raise ValueError('train_net: the training roidb is empty (no images)')
+    num_images = len(roidb)
+    num_boxes = sum(int(np.count_nonzero(np.asarray(r['gt_classes']) > 0)) for r in roidb)
     roidb = filter_roidb(roidb)
     if not roidb:
+        if num_boxes == 0:
+            raise ValueError('train_net: none of the {} training images has a ground-truth '
+                             'box (are all objects marked difficult, or are the annotations '
+                             'empty?)'.format(num_images))
         raise ValueError('no roidb entry has a usable RoI (check TRAIN.FG_THRESH and '
                          'TRAIN.BG_THRESH_LO/HI against the proposals)')
     sw = SolverWrapper(solver_prototxt, roidb, output_dir,

@@ -216,11 +216,23 @@ class RoIDataLayer(_Cursor, caffe.Layer):
                                    .format(self.layer_param.name, item.message))
             return item
 
+    @property
+    def num_classes(self) -> int:
+        """The class count of the param_str (background included)."""
+        return self._num_classes
+
     def set_roidb(self, roidb: List[Dict[str, Any]]) -> None:
         """Set the roidb to be used by this layer during training."""
         if len(roidb) == 0:
             raise ValueError("RoIDataLayer '{}': the roidb is empty (did filter_roidb drop "
                              'every image?)'.format(self.layer_param.name))
+        widths = {int(r['gt_overlaps'].shape[1]) for r in roidb if 'gt_overlaps' in r}
+        if widths - {self._num_classes}:
+            raise ValueError("RoIDataLayer '{}': param_str says num_classes {} but the roidb "
+                             'has {} classes (including the background); set num_classes '
+                             '(and num_output of cls_score, 4x of bbox_pred) to the data '
+                             "set's count".format(self.layer_param.name, self._num_classes,
+                                                  ' and '.join(map(str, sorted(widths)))))
         self.stop_prefetch()
         self._roidb = roidb
         self._shuffle_roidb_inds()
@@ -265,6 +277,10 @@ class RoIDataLayer(_Cursor, caffe.Layer):
         if not isinstance(params, dict) or 'num_classes' not in params:
             raise NetError("RoIDataLayer '{}': param_str must give num_classes, e.g. "
                            "\"'num_classes': 21\"; got {!r}".format(name, text))
+        unknown = sorted(str(k) for k in params if k != 'num_classes')
+        if unknown:
+            raise NetError("RoIDataLayer '{}': param_str has unknown key(s) {}; the layer reads "
+                           "only 'num_classes'".format(name, ', '.join(map(repr, unknown))))
         num_classes = params['num_classes']
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise NetError("RoIDataLayer '{}': num_classes must be a positive integer, got {!r}"

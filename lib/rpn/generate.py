@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from typing import Any, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
+from caffe.image_file import read_image
 from fast_rcnn.config import cfg
 from utils.blob import image_pyramid_blob
 from utils.timer import Timer
@@ -100,10 +100,7 @@ def imdb_proposals(net: Any, imdb: Any) -> List[np.ndarray]:
     imdb_boxes: List[Any] = [[] for _ in range(imdb.num_images)]
     for i in range(imdb.num_images):
         path = imdb.image_path_at(i)
-        im = cv2.imread(path)
-        if im is None:
-            raise IOError('cannot read image {} (missing, unreadable or not an image)'
-                          .format(path))
+        im = read_image(path)   # errors name the file (missing, truncated, not an image)
         _t.tic()
         imdb_boxes[i], _scores = im_proposals(net, im)
         _t.toc()

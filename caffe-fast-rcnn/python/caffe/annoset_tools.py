@@ -24,9 +24,9 @@ import random
 import sys
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from . import _log
+from . import _log, image_file
 from .annotation_io import image_to_datum, read_image, read_rich_image
-from .errors import CaffeError
+from .errors import CaffeError, ImageError
 from .labelmap import map_name_to_label, read_label_map
 from .proto import caffe_pb2
 from . import protoio
@@ -342,11 +342,11 @@ SIZE_FLAGS: Dict[str, Flag] = {
 
 
 def _size_of(path: str) -> Tuple[int, int]:
-    import cv2
-    img = cv2.imread(path, cv2.IMREAD_COLOR)
-    if img is None:
-        _log.error('io.cpp', 'Could not open or find file %s' % path)
-        raise ToolError('Could not open or find file %s' % path)
+    try:
+        img = image_file.read_image(path)
+    except ImageError as e:
+        _log.error('io.cpp', str(e))
+        raise ToolError(str(e)) from None
     return img.shape[0], img.shape[1]
 
 

@@ -39,7 +39,8 @@ import cv2
 import numpy as np
 
 from . import _log
-from .errors import CaffeError
+from .errors import CaffeError, ImageError
+from .image_file import decode_image
 from .proto import caffe_pb2
 
 _IO = 'io.cpp'
@@ -218,11 +219,12 @@ def read_image(path: str, height: int, width: int, min_dim: int, max_dim: int,
     except OSError:
         _log.error(_IO, 'Could not open or find file %s' % path)
         raise AnnotationError('Could not open or find file %s' % path) from None
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8),
-                       cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        _log.error(_IO, 'Could not open or find file %s' % path)
-        raise AnnotationError('Could not decode the image file %s' % path)
+    try:
+        img = decode_image(np.frombuffer(raw, np.uint8),
+                           cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE, path)
+    except ImageError as e:
+        _log.error(_IO, str(e))
+        raise AnnotationError(str(e)) from None
     original = img.shape[:2]
     if min_dim > 0 or max_dim > 0:
         rows, cols = original

@@ -35,6 +35,14 @@ class Layer:
     max_top: Optional[int] = None
     # Loss layers weigh their first top 1 unless the prototxt says otherwise.
     is_loss = False
+    # Whether the layer may be used in place (a top named like the bottom at its index).
+    # True: Caffe computes it correctly in place (element-wise layers: ReLU, Dropout,
+    # BatchNorm, Scale, ...). False: it cannot (Convolution, InnerProduct, Pooling, ...;
+    # Caffe would overwrite its input while reading it, or refuses, as for AbsVal); the net
+    # refuses such a prototxt, naming the layer and the blob. None (Python layers, layers
+    # not classified): allowed as long as the top keeps the bottom's shape, which the net
+    # checks for every in-place use once the layer is set up.
+    allow_in_place: Optional[bool] = None
 
     def __init__(self, param: Optional[caffe_pb2.LayerParameter] = None, *args, **kwargs):
         self.layer_param = param if param is not None else caffe_pb2.LayerParameter()

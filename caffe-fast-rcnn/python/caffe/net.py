@@ -169,7 +169,15 @@ class Net:
             self._bottom_need_backward.append(bneed)
             bottom = [self._blobs[i] for i in bids]
             top = [self._blobs[i] for i in tids]
+            in_place = self._check_in_place(layer, lp)
+            shapes_before = {ti: tuple(top[ti].shape) for ti in in_place}
             self._setup_layer(li, layer, lp, bottom, top)
+            for ti, shape in shapes_before.items():
+                if tuple(top[ti].shape) != shape:
+                    raise NetError('%s: layer %r (%s) is used in place on blob %r but changes its '
+                                   'shape from %s to %s; give its top another name'
+                                   % (where, lp.name, lp.type, lp.top[ti], _dims(shape),
+                                      _dims(top[ti].shape)))
             for t, tid in zip(top, tids):
                 info('Top shape: %s (%d)' % (' '.join(str(d) for d in t.shape), t.count))
             # Parameters: learnable unless lr_mult is 0; shared by name.
@@ -206,6 +214,17 @@ class Net:
                 layer.inplace = self._may_overwrite(li)
         self._last_shapes: List[Optional[tuple]] = [None] * len(self.layers)
         info('Network initialization done.')
+
+    def _check_in_place(self, layer: Layer, lp: caffe_pb2.LayerParameter) -> List[int]:
+        """The top indices this layer uses in place; an error if its class cannot run in
+        place (see Layer.allow_in_place)."""
+        pairs = [ti for ti, tname in enumerate(lp.top)
+                 if ti < len(lp.bottom) and lp.bottom[ti] == tname]
+        if pairs and getattr(layer, 'allow_in_place', None) is False:
+            raise NetError('%s: layer %r: %s Layer does not allow in-place computation (its '
+                           'top %r is its bottom); give the top another name'
+                           % (self._source, lp.name, lp.type, lp.top[pairs[0]]))
+        return pairs
 
     def _may_overwrite(self, li: int) -> bool:
         """Whether layer li may compute in place, as Caffe does when its top is its bottom:
@@ -492,6 +511,10 @@ def _layer_error(lp, stage: str, e: BaseException) -> LayerError:
     tb = ''.join(traceback.format_exception(type(e), e, e.__traceback__))
     return LayerError('layer %r (%s) failed in %s: %s: %s\n%s'
                       % (lp.name, lp.type, stage, type(e).__name__, e, tb))
+
+
+def _dims(shape) -> str:
+    return ' x '.join(str(d) for d in shape) if len(shape) else '(no shape)'
 
 
 def _shape_str(b: Blob) -> str:

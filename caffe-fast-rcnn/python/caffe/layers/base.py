@@ -29,7 +29,7 @@ import torch
 
 from .. import _config, fillers
 from ..blob import Blob
-from ..errors import ShapeError
+from ..errors import NetError, ShapeError
 from ..layer import Layer
 from ..proto import caffe_pb2
 
@@ -66,7 +66,11 @@ class TorchLayer(Layer):
         """Create a learnable blob filled by `filler` (or keep the one loaded from the proto)."""
         b = Blob(tuple(int(s) for s in shape))
         if filler is not None:
-            fillers.fill(b.tensor, filler)
+            try:
+                fillers.fill(b.tensor, filler)
+            except NetError as e:
+                raise NetError('layer %r (%s): parameter %d: %s'
+                               % (self.layer_param.name, self.type, len(self.blobs), e)) from None
         self.blobs.append(b)
         return b
 

@@ -36,7 +36,8 @@ import torch
 from .. import _config, _log
 from .. import data_transform
 from ..data_transform import DataTransformer
-from ..errors import LayerError, NetError
+from ..errors import ImageError, LayerError, NetError
+from ..image_file import decode_image, read_image
 from ..phase import Phase
 from ..proto import caffe_pb2
 from . import register
@@ -252,12 +253,11 @@ class _DatumBatches:
     def image(self, datum: caffe_pb2.Datum) -> np.ndarray:
         """A Datum's pixels as C x H x W (uint8 or float32)."""
         if datum.encoded:
-            import cv2
-            img = cv2.imdecode(np.frombuffer(datum.data, dtype=np.uint8),
-                               self.transformer.decode_flag())
-            if img is None:
-                raise LayerError('layer %r (Data): cannot decode the encoded image of record %d'
-                                 % (self.layer, self.cursor.offset))
+            try:
+                img = decode_image(np.frombuffer(datum.data, dtype=np.uint8),
+                                   self.transformer.decode_flag(), 'of record %d' % self.cursor.offset)
+            except ImageError as e:
+                raise LayerError('layer %r (Data): %s' % (self.layer, e)) from None
             return img[np.newaxis] if img.ndim == 2 else img.transpose(2, 0, 1)
         self.transformer.note_raw_datum()
         shape = (datum.channels, datum.height, datum.width)
@@ -310,9 +310,11 @@ class _ImageBatches:
         """Image `index` of the list as C x H x W uint8 (BGR or gray), resized if asked."""
         import cv2
         path = self.root + self.lines[index][0]
-        img = cv2.imread(path, cv2.IMREAD_COLOR if self.is_color else cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            raise LayerError('layer %r (ImageData): Could not load %s' % (self.layer, path))
+        try:
+            img = read_image(path, cv2.IMREAD_COLOR if self.is_color else cv2.IMREAD_GRAYSCALE)
+        except ImageError as e:
+            raise LayerError('layer %r (ImageData): Could not load %s: %s'
+                             % (self.layer, path, e)) from None
         h, w = self.new_hw
         if h > 0 and w > 0:
             img = cv2.resize(img, (w, h))

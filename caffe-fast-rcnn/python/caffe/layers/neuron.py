@@ -280,6 +280,7 @@ class PReLU(Neuron):
 
 class _ExplicitNeuron(Layer):
     """Neuron layers with a hand-written backward (see the module docstring)."""
+    allow_in_place = True
     exact_num_bottom = 1
     exact_num_top = 1
 

@@ -97,6 +97,7 @@ class LRN(Layer):
     top = x * scale^-beta;  bottom_diff = top_diff * scale^-beta
           - 2*alpha*beta/n' * x * window_sum(top_diff * top / scale)  (n' = n or n^2)
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
     # Under bf16 the bottom stays as the convolution left it (bf16, channels-last): each
@@ -233,6 +234,7 @@ class BatchNorm(Layer):
     ones. The blobs are never learned: like Caffe, setup appends `param { lr_mult: 0 }`
     for each blob the prototxt did not configure and rejects a non-zero lr_mult.
     """
+    allow_in_place = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -353,6 +355,7 @@ def _expand(p: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
 @register('Bias')
 class Bias(TorchLayer):
     """top = bottom[0] + b, b learned (one bottom) or given as bottom[1], broadcast from `axis`."""
+    allow_in_place = True
     min_bottom = 1
     max_bottom = 2
     exact_num_top = 1
@@ -386,6 +389,7 @@ class Scale(TorchLayer):
     The learned scale defaults to ones; with bias_term a bias blob of the same span (from
     bias_filler, zeros by default) is the last parameter, as in Caffe's inner Bias layer.
     """
+    allow_in_place = True
     min_bottom = 1
     max_bottom = 2
     exact_num_top = 1
@@ -458,6 +462,7 @@ class MVN(Layer):
     width) as Caffe's Reshape does. Backward is Caffe's:
     (dy - mean(dy) - y * mean(dy * y)) / (sqrt(var) + eps), or dy - mean(dy).
     """
+    allow_in_place = True
     exact_num_bottom = 1
     exact_num_top = 1
 

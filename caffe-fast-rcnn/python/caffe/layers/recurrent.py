@@ -103,6 +103,7 @@ def lstm_unit_step(c_prev: torch.Tensor, gates: torch.Tensor,
 class _Recurrent(TorchLayer):
     """What RNN and LSTM share: bottoms, state handling, shape checks (Caffe's
     RecurrentLayer). Subclasses give the state names, the parameter list and the step loop."""
+    allow_in_place = False
 
     run_in_bf16 = False
     # Names of the recurrent states, in Caffe's order of the exposed bottoms and tops.
@@ -342,6 +343,7 @@ class LSTMUnit(TorchLayer):
     """One LSTM step: bottoms c_prev (1 x N x H), gate input (1 x N x 4H, blocks i, f, o, g),
     cont (1 x N); tops c and h (1 x N x H). See `_LSTMUnitStep` for the equations and
     Caffe's backward; cont gets no gradient (Caffe refuses to compute one)."""
+    allow_in_place = False
     exact_num_bottom = 3
     exact_num_top = 2
     non_differentiable = (2,)

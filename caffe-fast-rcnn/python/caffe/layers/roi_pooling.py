@@ -46,6 +46,7 @@ def scaled_rois(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
 @register('ROIPooling')
 class ROIPooling(Layer):
     """See the module docstring."""
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -59,6 +60,9 @@ class ROIPooling(Layer):
         self.pooled_h = int(p.pooled_h)
         self.pooled_w = int(p.pooled_w)
         self.spatial_scale = float(p.spatial_scale)
+        if not self.spatial_scale > 0:   # 0 would map every RoI onto the feature map's corner
+            raise NetError('layer %r: spatial_scale must be positive (1 / the feature stride, '
+                           'e.g. 0.0625), got %g' % (name, self.spatial_scale))
         _log.info('roi_pooling_layer.cpp:35', 'Spatial scale: %g' % self.spatial_scale)
         self._saved = None
 

@@ -20,6 +20,7 @@ from . import register
 @register('Split')
 class Split(Layer):
     """Copies its bottom to every top (sharing memory); backward sums the tops' diffs."""
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
 
@@ -79,6 +80,7 @@ def _check_axis_fields(layer: Layer, param, legacy_field: str) -> None:
 @register('Concat')
 class Concat(Layer):
     """Joins the bottoms along concat_param.axis (default 1, or the legacy concat_dim)."""
+    allow_in_place = False
     min_bottom = 1
     exact_num_top = 1
 
@@ -124,6 +126,7 @@ class Concat(Layer):
 @register('Slice')
 class Slice(Layer):
     """Cuts the bottom along slice_param.axis at slice_point (or into equal parts)."""
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
 
@@ -195,6 +198,7 @@ class BatchReindex(Layer):
     for one is Caffe's "Cannot backprop to index." error, and force_backward leaves it alone
     (BVLC would abort on such a net; here the index is treated like a loss layer's label).
     """
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -252,6 +256,7 @@ class Filter(Layer):
     selector gets no gradient ("FilterLayer cannot backpropagate to filter index inputs"),
     and force_backward leaves it alone.
     """
+    allow_in_place = False
     min_bottom = 2
     min_top = 1
 

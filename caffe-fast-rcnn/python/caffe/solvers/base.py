@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
 import time
 from typing import Callable, List, Optional
 
@@ -126,13 +127,13 @@ class Solver:
         folder = os.path.dirname(os.path.abspath(self._snapshot_filename_for(0, '')))
         try:
             os.makedirs(folder, exist_ok=True)
-            probe = os.path.join(folder, '.caffe_write_probe_%d' % os.getpid())
-            with open(probe, 'wb'):
+            # An unnamed file where the system allows (O_TMPFILE): nothing to leave behind.
+            with tempfile.TemporaryFile(dir=folder):
                 pass
-            os.remove(probe)
         except OSError:
             raise SolverError("Cannot write to snapshot prefix '%s'.  Make sure that the "
                               "directory exists and is writeable." % p.snapshot_prefix) from None
+        _snapshot.remove_stale_temps(p.snapshot_prefix)   # debris of a killed earlier run
 
     def _snapshot_filename(self, extension: str) -> str:
         """`<snapshot_prefix>_iter_<N><extension>`, as Caffe's SnapshotFilename."""
@@ -422,6 +423,7 @@ class Solver:
             _log.error(SOLVER_CPP + ':232', msg)
             raise TrainingDivergedError(msg, self._iter, None)
         p = self._param
+        _snapshot.remove_stale_temps(p.snapshot_prefix)
         hdf5 = p.snapshot_format == caffe_pb2.SolverParameter.HDF5
         model = self._snapshot_filename('.caffemodel.h5' if hdf5 else '.caffemodel')
         _snapshot.write_model(self._net, model, hdf5, p.snapshot_diff)
