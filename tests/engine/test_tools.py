@@ -318,3 +318,14 @@ def test_build_tools_executables(tmp_path, capfd):
     capfd.readouterr()
     assert run('convert_imageset') == 1
     assert 'convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME' in capfd.readouterr().err
+
+
+def test_setup_py_installs_every_tool_and_only_the_engine():
+    """setup.py's console commands are the tools (and caffe); its packages are caffe's only
+    (the detector's generic names, utils, datasets, nms, ..., stay out of site-packages)."""
+    text = open(os.path.join(ROOT, 'setup.py')).read()
+    for name, target in TOOLS.items():
+        module, func = target.split(':')
+        assert "'%s = caffe.tools.%s:%s'" % (name, module, func) in text
+    assert "'caffe = caffe.tool:main'" in text
+    assert "include=['caffe', 'caffe.*']" in text and "package_dir={'': ENGINE}" in text
