@@ -213,6 +213,11 @@ class Net:
             if isinstance(layer, TorchLayer) and hasattr(layer, 'compute_inplace'):
                 layer.inplace = self._may_overwrite(li)
         self._last_shapes: List[Optional[tuple]] = [None] * len(self.layers)
+        # What each layer's last forward saw of its bottoms (see _stale), and which bottoms
+        # are also tops (in place: the blob then holds the layer's output).
+        self._seen: List[Optional[tuple]] = [None] * len(self.layers)
+        self._in_place_bottoms = [[bid in tids for bid in bids]
+                                  for bids, tids in zip(self._bottom_ids, self._top_ids)]
         info('Network initialization done.')
 
     def _check_in_place(self, layer: Layer, lp: caffe_pb2.LayerParameter) -> List[int]:
@@ -393,6 +398,7 @@ class Net:
                 raise
             except Exception as e:
                 raise _layer_error(self._param.layer[li], 'forward', e) from e
+            self._seen[li] = _bottom_state(bottom)
             for t, w in zip(top, self._loss_weights[li]):
                 if w:
                     term = (t.tensor * t.diff_tensor).sum()
@@ -409,6 +415,10 @@ class Net:
             bottom = [self._blobs[i] for i in self._bottom_ids[li]]
             top = [self._blobs[i] for i in self._top_ids[li]]
             try:
+                if self._stale(li, bottom):
+                    with _precision_scope(layer, bottom, lowp):
+                        layer.refresh_for_backward(bottom, top)
+                    self._seen[li] = _bottom_state(bottom)
                 if lowp is not None and not getattr(layer, 'run_in_bf16', False):
                     _to_float32(top, diff=True)
                 layer.run_backward(top, list(self._bottom_need_backward[li]), bottom)
@@ -416,6 +426,29 @@ class Net:
                 raise
             except Exception as e:
                 raise _layer_error(self._param.layer[li], 'backward', e) from e
+
+    def _stale(self, li: int, bottom: Sequence[Blob]) -> bool:
+        """Whether layer li's forward state is not of its bottoms' current data: no forward
+        yet, or a bottom whose tensor was replaced (reshaped, set by another forward) or
+        whose array Python was handed since (it may have written into it).
+
+        Caffe's backward reads the blobs as they are; the engine's layers keep what forward
+        computed (autograd graphs, masks), valid only for the data forward saw. An in-place
+        bottom holds the layer's own output, so only its shape is checked there: its data
+        changing (a later layer converting it, Python reading it) says nothing about the
+        input forward saw, which is gone.
+        """
+        seen = self._seen[li]
+        if seen is None:
+            return True
+        for b, (t, version), in_place in zip(bottom, seen, self._in_place_bottoms[li]):
+            now = b._data.tensor
+            if in_place:
+                if now.shape != t.shape:
+                    return True
+            elif now is not t or b.data_version != version:
+                return True
+        return False
 
     def forward_prefilled(self) -> float:
         return self._forward(0, len(self.layers) - 1)
@@ -428,6 +461,11 @@ class Net:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+def _bottom_state(bottom: Sequence[Blob]) -> tuple:
+    """What a layer's forward saw of its bottoms: each one's tensor and data version."""
+    return tuple((b._data.tensor, b.data_version) for b in bottom)
+
 
 def _to_float32(blobs: Sequence[Blob], diff: bool = False) -> None:
     """Give bf16 values (or gradients) of these blobs back in float32, in the blobs, and in

@@ -14,6 +14,10 @@ forward/backward:
 * If forward ran without recording (a TEST net, or `backward` asked for more than the net
   planned), backward recomputes the layer from the inputs forward saw. Layers with random
   forwards (Dropout) override `backward` instead.
+* If the bottoms are not the ones forward saw (backward with no forward before it, a blob
+  reshaped or written by Python since), the net calls `refresh_for_backward`, which drops
+  the recorded graph: backward then recomputes from the bottoms' current data, which is
+  what Caffe's backward reads. The normal forward -> backward path never recomputes.
 
 Speed notes: a parameter gradient from autograd is a fresh tensor; it is added into the
 blob's diff (Caffe accumulates), or becomes the diff when the blob has none yet
@@ -135,6 +139,13 @@ class TorchLayer(Layer):
         self._outs = outs
         for t, o in zip(top, outs):
             t.set_tensor(o.detach())
+
+    def refresh_for_backward(self, bottom, top) -> None:
+        """Backward from the bottoms' current data: forget forward's graph (see the module
+        docstring). For an in-place layer the blob holds its output, which is all its
+        backward (`backward_inplace`) reads."""
+        self._inputs = [b.tensor for b in bottom]
+        self._outs = self._leaves = self._params = None
 
     def run_backward(self, top, propagate_down, bottom) -> None:
         if self.inplace:

@@ -279,7 +279,13 @@ class BatchNorm(Layer):
         return x.reshape(x.shape[0] if x.dim() else 1, self.channels, -1)
 
     def forward(self, bottom, top):
-        x = bottom[0].tensor
+        top[0].set_tensor(self._normalise(bottom[0].tensor, update_stats=True))
+
+    def refresh_for_backward(self, bottom, top):
+        """Backward's state from the current bottom, without counting it in the statistics."""
+        self._normalise(bottom[0].tensor, update_stats=False)
+
+    def _normalise(self, x: torch.Tensor, update_stats: bool) -> torch.Tensor:
         x3 = self._view(x)
         if self.use_global:
             s = float(self.blobs[2].tensor.reshape(-1)[0])
@@ -291,6 +297,7 @@ class BatchNorm(Layer):
             mean = x3.mean(dim=(0, 2))
             centred = x3 - mean[None, :, None]
             var = (centred * centred).mean(dim=(0, 2))
+        if update_stats and not self.use_global:
             f = self.fraction
             m = x.numel() // self.channels
             correction = m / (m - 1.0) if m > 1 else 1.0
@@ -303,7 +310,7 @@ class BatchNorm(Layer):
         std = torch.sqrt(var + self.eps)
         y = centred / std[None, :, None]
         self._saved = (y, std)
-        top[0].set_tensor(y.reshape(x.shape))
+        return y.reshape(x.shape)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

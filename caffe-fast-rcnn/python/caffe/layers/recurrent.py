@@ -231,6 +231,15 @@ class _Recurrent(TorchLayer):
             buf.zero_()
 
     # ---- running ---------------------------------------------------------------------------------
+    def refresh_for_backward(self, bottom, top):
+        """Backward from the current bottoms; with no forward before it, the pass starts from
+        the carried state as it is now (zeros after setup or reset)."""
+        super().refresh_for_backward(bottom, top)
+        if not self.expose and len(self._start) != len(self._carry):
+            x, count = bottom[0].tensor, self.N * self.H
+            self._start = [buf[:count].reshape(1, self.N, self.H).to(
+                dtype=x.dtype, device=x.device, copy=True) for buf in self._carry]
+
     def run_forward(self, bottom, top):
         if not self.expose:
             x = bottom[0].tensor

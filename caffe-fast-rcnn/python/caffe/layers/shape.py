@@ -34,6 +34,7 @@ class _View(Layer):
     allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
+    backward_uses_forward_state = False
 
     def top_shape(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
         raise NotImplementedError

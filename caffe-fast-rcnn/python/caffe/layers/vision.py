@@ -359,11 +359,22 @@ class SPP(TorchLayer):
         # STOCHASTIC in TRAIN: draw the uniforms here, so that a recomputing backward
         # samples the same cells as forward did.
         if self.method == _SPP.STOCHASTIC and self.phase == Phase.TRAIN:
-            x = bottom[0].tensor
-            gen = _config.generator(x.device)
-            self._draws = [torch.rand(tuple(x.shape[:2]) + tuple(l.out) + (1,), generator=gen,
-                                      dtype=x.dtype, device=x.device) for l in self.levels]
+            self._draw(bottom[0].tensor)
         super().run_forward(bottom, top)
+
+    def refresh_for_backward(self, bottom, top):
+        """Keeps forward's draws (they do not depend on the data) unless there are none for
+        this shape yet."""
+        super().refresh_for_backward(bottom, top)
+        x = bottom[0].tensor
+        if self.method == _SPP.STOCHASTIC and self.phase == Phase.TRAIN and (
+                self._draws is None or self._draws[0].shape[:2] != x.shape[:2]):
+            self._draw(x)
+
+    def _draw(self, x: torch.Tensor) -> None:
+        gen = _config.generator(x.device)
+        self._draws = [torch.rand(tuple(x.shape[:2]) + tuple(l.out) + (1,), generator=gen,
+                                  dtype=x.dtype, device=x.device) for l in self.levels]
 
     def _pool(self, x: torch.Tensor, i: int, lvl: _SPPLevel) -> torch.Tensor:
         if self.method == _SPP.MAX:
