@@ -254,14 +254,20 @@ def test_rand_skip_and_data_parallel_skip(raw_db, monkeypatch):
     np.testing.assert_array_equal(net.blobs['label'].data, [LABELS[i] for i in (2, 3, 4)])
     monkeypatch.undo()
     # Solver 1 of 2 takes every other record of the endless stream in TRAIN ...
-    monkeypatch.setattr(db_data, '_solver_rank_count', lambda: (1, 2))
-    net = data_net(raw_db, batch_size=5, phase=caffe.TRAIN)
-    net.forward()
-    np.testing.assert_array_equal(net.blobs['label'].data, [LABELS[i] for i in (1, 3, 0, 2, 4)])
-    # ... but every record in TEST, where only one solver runs.
-    net = data_net(raw_db, batch_size=5)
-    net.forward()
-    np.testing.assert_array_equal(net.blobs['label'].data, LABELS)
+    caffe.set_solver_count(2)
+    caffe.set_solver_rank(1)
+    try:
+        net = data_net(raw_db, batch_size=5, phase=caffe.TRAIN)
+        net.forward()
+        np.testing.assert_array_equal(net.blobs['label'].data,
+                                      [LABELS[i] for i in (1, 3, 0, 2, 4)])
+        # ... but every record in TEST, where only one solver runs.
+        net = data_net(raw_db, batch_size=5)
+        net.forward()
+        np.testing.assert_array_equal(net.blobs['label'].data, LABELS)
+    finally:
+        caffe.set_solver_count(1)
+        caffe.set_solver_rank(0)
 
 
 # ---- Data: errors ------------------------------------------------------------------------------

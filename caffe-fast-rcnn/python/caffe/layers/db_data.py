@@ -20,6 +20,12 @@ converting overlap with the net's computation, which releases the GIL in PyTorch
 thread owns the cursor and the transformer's generator, so the sequence of batches is the
 same whatever the timing. WindowData (R-CNN's window files, layers/window_data.py) runs
 on the same prefetching machinery.
+
+Data-parallel training splits a database between the ranks as BVLC's DataLayer does:
+counting the records in cursor order (on and on across passes), rank r of N reads those
+whose index % N == r; a TEST net reads everything (only the root solver tests). The rule
+lives in the cursor, `ShardedRecords`, which `open_records` returns, so any layer that
+reads a database (AnnotatedData) gets it by reading through that cursor.
 """
 from __future__ import annotations
 
@@ -35,6 +41,7 @@ import torch
 
 from .. import _config, _log
 from .. import data_transform
+from .. import parallel as _parallel
 from ..data_transform import DataTransformer
 from ..errors import LayerError, NetError
 from ..phase import Phase
@@ -61,26 +68,26 @@ _LMDB_ENVS: 'dict[str, object]' = {}
 _LMDB_LOCK = threading.Lock()
 
 
-def _open_lmdb(source: str, layer: str):
+def _open_lmdb(source: str, layer: str, kind: str = 'Data'):
     try:
         import lmdb
     except ImportError:
-        raise NetError("layer %r (Data): backend LMDB needs the Python package 'lmdb' "
-                       "(pip install -r requirements.txt)" % layer) from None
+        raise NetError("layer %r (%s): backend LMDB needs the Python package 'lmdb' "
+                       "(pip install -r requirements.txt)" % (layer, kind)) from None
     path = os.path.realpath(source)
     with _LMDB_LOCK:
         env = _LMDB_ENVS.get(path)
         if env is None:
             if not os.path.exists(path):
-                raise NetError('layer %r (Data): cannot open LMDB %s: No such file or directory'
-                               % (layer, source))
+                raise NetError('layer %r (%s): cannot open LMDB %s: No such file or directory'
+                               % (layer, kind, source))
             try:
                 # Read-only without the lock file: datasets may sit on read-only disks, and
                 # nothing writes a training database while a net reads it.
                 env = lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path))
             except lmdb.Error as e:
-                raise NetError('layer %r (Data): cannot open LMDB %s: %s' % (layer, source, e)) \
-                    from None
+                raise NetError('layer %r (%s): cannot open LMDB %s: %s'
+                               % (layer, kind, source, e)) from None
             _LMDB_ENVS[path] = env
     _log.info('db_lmdb.cpp', 'Opened lmdb %s' % source)
     return env
@@ -89,12 +96,12 @@ def _open_lmdb(source: str, layer: str):
 class _LMDBRecords:
     """The values of an LMDB in key order, as a cursor that wraps around."""
 
-    def __init__(self, source: str, layer: str):
-        self.env = _open_lmdb(source, layer)
+    def __init__(self, source: str, layer: str, kind: str = 'Data'):
+        self.env = _open_lmdb(source, layer, kind)
         self.txn = self.env.begin(buffers=False)
         self.cursor = self.txn.cursor()
         if not self.cursor.first():
-            raise NetError('layer %r (Data): the database %s holds no records' % (layer, source))
+            raise NetError('layer %r (%s): the database %s holds no records' % (layer, kind, source))
 
     def value(self) -> bytes:
         return self.cursor.value()
@@ -110,26 +117,26 @@ class _LMDBRecords:
 class _LevelDBRecords:
     """The values of a LevelDB in key order (through plyvel), wrapping around."""
 
-    def __init__(self, source: str, layer: str):
+    def __init__(self, source: str, layer: str, kind: str = 'Data'):
         try:
             import plyvel
         except ImportError:
             hint = ''
             if os.path.exists(os.path.join(source, 'data.mdb')):
                 hint = ' (%s looks like an LMDB: set data_param { backend: LMDB })' % source
-            raise NetError("layer %r (Data): backend LEVELDB (the default of data_param.backend) "
+            raise NetError("layer %r (%s): backend LEVELDB (the default of data_param.backend) "
                            "needs the Python package 'plyvel', which is not installed; convert the "
                            "database to LMDB and set backend: LMDB, or pip install plyvel%s"
-                           % (layer, hint)) from None
+                           % (layer, kind, hint)) from None
         try:
             self.db = plyvel.DB(source, create_if_missing=False)
         except Exception as e:  # plyvel raises its own IOError / Error types
-            raise NetError('layer %r (Data): cannot open LevelDB %s: %s' % (layer, source, e)) \
+            raise NetError('layer %r (%s): cannot open LevelDB %s: %s' % (layer, kind, source, e)) \
                 from None
         _log.info('db_leveldb.cpp', 'Opened leveldb %s' % source)
         self._restart()
         if self._value is None:
-            raise NetError('layer %r (Data): the database %s holds no records' % (layer, source))
+            raise NetError('layer %r (%s): the database %s holds no records' % (layer, kind, source))
 
     def _restart(self) -> None:
         self._it = self.db.iterator(include_key=False)
@@ -146,12 +153,67 @@ class _LevelDBRecords:
         return True
 
 
-def _solver_rank_count() -> Tuple[int, int]:
-    """(rank, number of solvers) of data-parallel training, (0, 1) when there is none."""
-    dist = getattr(torch, 'distributed', None)
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class ShardedRecords:
+    """A database cursor that shows this rank only its share of the records.
+
+    Records are counted in cursor order across wrap-arounds (`offset`, BVLC's DataLayer
+    offset_); the cursor stops only on those with offset % count == rank. With one rank it
+    is the plain cursor. `value()` and `next()` behave as the plain cursor's: `next()` says
+    whether the database wrapped around on the way (logged as Caffe logs it).
+    """
+
+    def __init__(self, records, rank: int = 0, count: int = 1,
+                 restart_tag: str = 'data_layer.cpp'):
+        if count < 1 or not 0 <= rank < count:
+            raise ValueError('rank %d of %d solvers' % (rank, count))
+        self.records = records
+        self.rank, self.count = rank, count
+        self.restart_tag = restart_tag
+        self.offset = 0
+        self._to_mine()
+
+    def value(self) -> bytes:
+        return self.records.value()
+
+    def next(self) -> bool:
+        wrapped = self._advance()
+        return self._to_mine() or wrapped
+
+    def skip(self, n: int) -> None:
+        """Pass over n records of the whole database (data_param.rand_skip), then go on to
+        this rank's next one."""
+        for _ in range(int(n)):
+            self._advance()
+        self._to_mine()
+
+    def _advance(self) -> bool:
+        wrapped = self.records.next()
+        if wrapped:
+            _log.info(self.restart_tag, 'Restarting data prefetching from start.')
+        self.offset += 1
+        return wrapped
+
+    def _to_mine(self) -> bool:
+        wrapped = False
+        while self.offset % self.count != self.rank:
+            wrapped = self._advance() or wrapped
+        return wrapped
+
+
+def open_records(data_param, layer: str, phase: int, kind: str = 'Data',
+                 restart_tag: str = 'data_layer.cpp') -> ShardedRecords:
+    """The records of `data_param.source` (LMDB or LevelDB by `data_param.backend`) as this
+    rank's share: every solver_count-th record in TRAIN, all of them in TEST."""
+    if not data_param.source:
+        raise NetError('layer %r (%s): data_param.source is empty' % (layer, kind))
+    if data_param.backend == caffe_pb2.DataParameter.LMDB:
+        records = _LMDBRecords(data_param.source, layer, kind)
+    else:
+        records = _LevelDBRecords(data_param.source, layer, kind)
+    rank, count = _parallel.solver_rank(), _parallel.solver_count()
+    if phase == Phase.TEST:   # only the root solver tests: it reads every record
+        rank, count = 0, 1
+    return ShardedRecords(records, rank, count, restart_tag)
 
 
 # ---- batch makers (run on the prefetch thread) ---------------------------------------------
@@ -170,25 +232,13 @@ def _stack(images: List[np.ndarray], layer: str, what: Callable[[int], str]) -> 
 class _DatumBatches:
     """Reads batch_size Datums, decodes and transforms them: one batch per call."""
 
-    def __init__(self, records, transformer: DataTransformer, batch_size: int, labels: bool,
-                 layer: str, rank: int = 0, count: int = 1):
+    def __init__(self, records: ShardedRecords, transformer: DataTransformer, batch_size: int,
+                 labels: bool, layer: str):
         self.records = records
         self.transformer = transformer
         self.batch_size = batch_size
         self.labels = labels
         self.layer = layer
-        self.rank, self.count = rank, count
-        self.offset = 0
-
-    def _next(self) -> None:
-        if self.records.next():
-            _log.info('data_layer.cpp', 'Restarting data prefetching from start.')
-        self.offset += 1
-
-    def skip_to_mine(self) -> None:
-        """Data-parallel training: each solver takes every count-th record (Caffe's Skip)."""
-        while self.offset % self.count != self.rank:
-            self._next()
 
     def image(self, datum: caffe_pb2.Datum) -> np.ndarray:
         """A Datum's pixels as C x H x W (uint8 or float32)."""
@@ -198,7 +248,7 @@ class _DatumBatches:
                                self.transformer.decode_flag())
             if img is None:
                 raise LayerError('layer %r (Data): cannot decode the encoded image of record %d'
-                                 % (self.layer, self.offset))
+                                 % (self.layer, self.records.offset))
             return img[np.newaxis] if img.ndim == 2 else img.transpose(2, 0, 1)
         self.transformer.note_raw_datum()
         shape = (datum.channels, datum.height, datum.width)
@@ -209,23 +259,21 @@ class _DatumBatches:
             arr = np.array(datum.float_data, dtype=np.float32)
         if arr.size != need or need == 0:
             raise LayerError('layer %r (Data): record %d holds %d values but channels x height x '
-                             'width = %s' % (self.layer, self.offset, arr.size,
+                             'width = %s' % (self.layer, self.records.offset, arr.size,
                                              'x'.join(map(str, shape))))
         return arr.reshape(shape)
 
     def peek(self) -> np.ndarray:
         """The next record's image, without moving on (to shape the tops at setup)."""
-        self.skip_to_mine()
         return self.image(caffe_pb2.Datum.FromString(self.records.value()))
 
     def __call__(self) -> Batch:
         images, labels = [], np.empty(self.batch_size, dtype=self.transformer.dtype)
         for i in range(self.batch_size):
-            self.skip_to_mine()
             datum = caffe_pb2.Datum.FromString(self.records.value())
             images.append(self.image(datum))
             labels[i] = datum.label
-            self._next()
+            self.records.next()
         batch = _stack(images, self.layer, lambda i: 'item %d' % i)
         return self.transformer.transform(batch), (labels if self.labels else None)
 
@@ -408,22 +456,12 @@ class Data(_PrefetchingLayer):
                              'put it in transform_param' % (name, field))
         self.transformer = DataTransformer(lp.transform_param, self.phase, name, _numpy_dtype(),
                                            force_encoded_color=p.force_encoded_color)
-        if not p.source:
-            raise NetError('layer %r (Data): data_param.source is empty' % name)
-        if p.backend == caffe_pb2.DataParameter.LMDB:
-            records = _LMDBRecords(p.source, name)
-        else:
-            records = _LevelDBRecords(p.source, name)
-        rank, count = _solver_rank_count()
-        if self.phase == Phase.TEST:  # only one solver tests: it reads every record
-            rank, count = 0, 1
-        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1, name,
-                              rank, count)
+        records = open_records(p, name, self.phase)
+        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1, name)
         if p.rand_skip:
             skip = data_transform.engine_seed() % int(p.rand_skip)
             _log.info('data_layer.cpp', 'Skipping first %d data points.' % skip)
-            for _ in range(skip):
-                maker._next()
+            records.skip(skip)
         self._shape_tops(top, maker.peek(), batch_size, 'data_layer.cpp')
         self.transformer.init_rand()
         self._start(maker)
