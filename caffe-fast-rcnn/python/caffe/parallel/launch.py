@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import traceback
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import _log
@@ -171,7 +172,15 @@ def _function_main(rank: int, size: int, port: int, target: Callable, kwargs: Di
     if threads and threads.isdigit():
         import torch   # already imported while unpickling the target: set it directly
         torch.set_num_threads(int(threads))
-    target(**kwargs)
+    try:
+        target(**kwargs)
+    except BaseException:
+        # Exit at once: tearing down the process group at interpreter exit would wait for
+        # ranks that are dead or hung (the launcher stops the others).
+        traceback.print_exc()
+        sys.stderr.flush()
+        sys.stdout.flush()
+        os._exit(1)
 
 
 def spawn_functions(target: Callable, kwargs: Dict[str, Any], size: int) -> int:
