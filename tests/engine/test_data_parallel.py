@@ -355,7 +355,7 @@ def test_killed_rank_stops_the_job_and_training_resumes_on_one_rank(workdir, one
 
 
 def test_hung_rank_is_named_after_the_timeout(workdir):
-    proc = _start_slow_job(workdir, iters=400, timeout_s=3)
+    proc = _start_slow_job(workdir, iters=400, timeout_s=5)
     try:
         _wait_for('job/s_iter_2.solverstate', proc)
         victim = int((workdir / 'pid_1').read_text())
@@ -433,3 +433,27 @@ def test_nccl_needs_a_group_or_a_uid(workdir):
         caffe.NCCL(solver, '')
     with pytest.raises(caffe.CaffeError, match='set_solver_count'):
         caffe.NCCL(solver, caffe.NCCL.new_uid())
+
+
+def test_iter_size_reduces_once_per_iteration(workdir, one_thread):
+    """In a 1-rank group (in this process): with iter_size 2 and layer-wise reduction the
+    gradients are reduced once, after the last pass, and the weights are those of a plain
+    solver."""
+    group = parallel.join(caffe.NCCL.new_uid(), 0, 1)
+    try:
+        counts = {}
+        for iter_size in (1, 2):
+            solver = caffe.get_solver(solver_file(workdir, 'g%d' % iter_size, iter_size=iter_size))
+            dp = parallel.DataParallel(solver, group).attach()
+            dp.bcast()
+            solver.step(3)
+            assert dp.stats.iterations == 3
+            counts[iter_size] = dp.stats.collectives
+            plain = caffe.get_solver(solver_file(workdir, 'p%d' % iter_size, iter_size=iter_size))
+            plain.step(3)
+            for a, b in zip(solver.net._learnable_params, plain.net._learnable_params):
+                np.testing.assert_allclose(a.data, b.data, rtol=1e-6, atol=1e-8)
+        assert counts[1] == counts[2] > 0
+    finally:
+        parallel.leave()
+    assert parallel.current() is None

@@ -12,7 +12,6 @@ import torch
 from google.protobuf import text_format
 
 import caffe
-from caffe.layers import db_data
 
 R = np.random.RandomState(11)
 IMGS = R.randint(0, 256, (5, 3, 6, 8)).astype(np.uint8)  # 5 records, C x H x W = 3 x 6 x 8
