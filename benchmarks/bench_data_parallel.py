@@ -11,13 +11,14 @@ ranks as torchrun splits them):
 
 * 1 rank: the time of a step gives the single-process images/s;
 * N ranks, layer_wise_reduce true (Caffe's default): each layer's gradients start their
-  all-reduce as its backward ends; the time still spent waiting for the reduction after
-  backward is the exposed time E. After each timed step the ranks meet at a barrier and
-  reduce the same gradients again with nothing else running, all buckets at once (as
-  layer_wise_reduce false does): that time is the whole all-reduce A, measured in the same
-  processes at the same moment as E, so that other load on the machine affects both alike.
-  1 - E/A is the share of the all-reduce that backward hid. (E also holds any wait for a
-  rank whose backward finished later.)
+  all-reduce as its backward ends. The exposed time E is how long the reduction still ran
+  after the last rank finished its backward (timestamps on the machine's monotonic clock,
+  so a wait for a slower rank, the skew, is not counted as communication; it is printed
+  apart). After each timed step the ranks meet at a barrier and reduce the same gradients
+  again with nothing else running, all buckets at once (as layer_wise_reduce false does):
+  that time is the whole all-reduce A, measured in the same processes at the same moment
+  as E, so that other load on the machine affects both alike. 1 - E/A is the share of the
+  all-reduce that backward hid.
 
 Also printed: the bytes each rank contributes to the reduction per iteration (the volume
 the README's scaling estimate for 8 GPUs starts from). Medians over the timed steps.
@@ -55,15 +56,23 @@ def _isolated_reduce(dp) -> float:
     launched at once, as with layer_wise_reduce false), after a barrier."""
     parallel.current().barrier('benchmark barrier')
     layer_wise, dp.layer_wise = dp.layer_wise, False
-    exposed = dp.stats.exposed_s
+    stats, dp.stats = dp.stats, parallel.ReduceStats()   # not counted with the steps'
     t = time.perf_counter()
     dp.on_start()
     dp.on_gradients_ready()
     dt = time.perf_counter() - t
-    dp.layer_wise = layer_wise
-    dp.stats.exposed_s = exposed
-    dp.stats.iterations -= 1
+    dp.layer_wise, dp.stats = layer_wise, stats
     return dt
+
+
+def _gather_floats(values: List[float]) -> List[List[float]]:
+    """Every rank's `values`, in rank order."""
+    import torch
+    import torch.distributed as dist
+    mine = torch.tensor(values, dtype=torch.float64)
+    out = [torch.zeros_like(mine) for _ in range(parallel.solver_count())]
+    dist.all_gather(out, mine)
+    return [o.tolist() for o in out]
 
 
 def _rank_run(net_path: str, iters: int, warmup: int, out: str) -> None:
@@ -87,22 +96,25 @@ def _rank_run(net_path: str, iters: int, warmup: int, out: str) -> None:
     solver.step(warmup)
     if dp is not None:
         dp.stats = parallel.ReduceStats()
-    steps, exposed, whole = [], [], []
+    steps, exposed, skew, whole = [], [], [], []
     for _ in range(iters):
         if dp is not None:
             parallel.current().barrier('benchmark barrier')
-        before = dp.stats.exposed_s if dp else 0.0
         t = time.perf_counter()
         solver.step(1)
         steps.append(time.perf_counter() - t)
         if dp is not None:
-            exposed.append(dp.stats.exposed_s - before)
+            ends = _gather_floats([dp.stats.backward_end, dp.stats.reduced_at])
+            last_backward = max(e[0] for e in ends)
+            exposed.append(max(0.0, dp.stats.reduced_at - last_backward))
+            skew.append(last_backward - min(e[0] for e in ends))
             whole.append(_isolated_reduce(dp))
     if parallel.solver_rank() == 0:
         per = dp.stats.per_iteration() if dp else {}
         with open(out, 'w') as f:
             json.dump({'step_s': float(np.median(steps)),
                        'exposed_s': float(np.median(exposed)) if exposed else 0.0,
+                       'skew_s': float(np.median(skew)) if skew else 0.0,
                        'whole_s': float(np.median(whole)) if whole else 0.0,
                        'bytes': per.get('bytes', 0.0), 'collectives': per.get('collectives', 0.0),
                        'launch_ms': per.get('launch_ms', 0.0),
@@ -141,9 +153,11 @@ def main(argv: List[str] = None) -> None:
         print('  1 rank:   %.3f s/step  %.2f images/s' % (one['step_s'], 1.0 / one['step_s']))
         print('  %d ranks:  %.3f s/step  %.2f images/s' % (args.ranks, many['step_s'],
                                                           args.ranks / many['step_s']))
-        print('  all-reduce per iteration: %.0f ms alone, %.0f ms left after backward '
-              '(%.0f ms spent launching during backward): %.0f %% hidden behind backward'
-              % (1e3 * many['whole_s'], 1e3 * many['exposed_s'], many['launch_ms'], 100 * hidden))
+        print('  all-reduce per iteration: %.0f ms alone, %.0f ms left after the last rank\'s '
+              'backward: %.0f %% hidden behind backward' % (1e3 * many['whole_s'],
+                                                            1e3 * many['exposed_s'], 100 * hidden))
+        print('  (launching during backward: %.0f ms; ranks\' backward ends %.0f ms apart)'
+              % (many['launch_ms'], 1e3 * many['skew_s']))
 
 if __name__ == '__main__':
     main()

@@ -92,6 +92,11 @@ class ReduceStats:
     bytes: int = 0                    # gradient bytes each rank sent into all-reduces
     launch_s: float = 0.0             # spent launching (copying into buckets) during backward
     exposed_s: float = 0.0            # spent in on_gradients_ready waiting: not hidden
+    # The last iteration's end of backward and end of the reduction (time.monotonic(), one
+    # clock for the processes of a machine: a benchmark tells waiting for a slower rank from
+    # waiting for the network).
+    backward_end: float = 0.0
+    reduced_at: float = 0.0
 
     def per_iteration(self) -> Dict[str, float]:
         n = max(self.iterations, 1)
@@ -250,6 +255,7 @@ class DataParallel:
         """Finish the reduction (before the update) and agree on the iteration's outcome."""
         import torch.distributed as dist
         t0 = time.perf_counter()
+        self.stats.backward_end = time.monotonic()
         if not self._armed:
             self.on_start()
         it = getattr(self.solver, '_iter', 0)
@@ -286,6 +292,7 @@ class DataParallel:
         self._works = []
         self.stats.iterations += 1
         self.stats.exposed_s += time.perf_counter() - t0
+        self.stats.reduced_at = time.monotonic()
 
     # ---- buckets --------------------------------------------------------------------------------
     def _add(self, lid: int) -> None:
