@@ -148,7 +148,7 @@ def main(argv: List[str] = None) -> None:
         many = run(path, args.ranks, args.iters, args.warmup)
         mb = many['bytes'] / 2 ** 20
         hidden = 1.0 - many['exposed_s'] / many['whole_s'] if many['whole_s'] > 0 else 0.0
-        print('\n%s: %d parameters, %.1f MB of gradients reduced per iteration and rank in %d '
+        print('\n%s: %d parameters, %.1f MiB of gradients reduced per iteration and rank in %d '
               'collectives' % (name, one['params'], mb, many['collectives']))
         print('  1 rank:   %.3f s/step  %.2f images/s' % (one['step_s'], 1.0 / one['step_s']))
         print('  %d ranks:  %.3f s/step  %.2f images/s' % (args.ranks, many['step_s'],

@@ -116,7 +116,11 @@ def shared(tmp_path_factory):
         assert main(['train', '--solver=' + ref]) == 0
     finally:
         torch.set_num_threads(old)
-    status, log = run_caffe(['train', '--solver=' + solver_file(d, 'dp'), '--gpu', '0,1'])
+    # The 2-rank run also tests every 2 iterations (rank 0 alone; forward only, so the
+    # weights are unaffected) while rank 1 waits for it at the next all-reduce.
+    status, log = run_caffe(['train', '--solver=' + solver_file(d, 'dp', extra='test_iter: 2\n'
+                                                                'test_interval: 2\n'),
+                             '--gpu', '0,1'])
     assert status == 0, log[-3000:]
     return d, log
 
@@ -131,10 +135,11 @@ def one_thread():
     torch.set_num_threads(old)
 
 
-def solver_file(workdir, name, iters=5, iter_size=1, snapshot=5):
+def solver_file(workdir, name, iters=5, iter_size=1, snapshot=5, extra=''):
     path = workdir / ('%s.prototxt' % name)
     path.write_text(SOLVER % {'iters': iters, 'iter_size': iter_size, 'snapshot': snapshot,
-                              'prefix': workdir / name / 's', 'net': workdir / 'net.prototxt'})
+                              'prefix': workdir / name / 's', 'net': workdir / 'net.prototxt'}
+                    + extra)
     return str(path)
 
 
@@ -170,6 +175,25 @@ def test_two_ranks_equal_one_process_with_iter_size_2(shared):
     assert len(re.findall(r'\] Iteration 4, loss = ', log)) == 1
     assert 'CPU ranks' in log and '[rank 1]' not in log.split('Starting Optimization')[1]
     assert 'Optimization Done.' in log
+    # Rank 0 tested at iterations 0, 2, 4 and after the last one.
+    assert re.findall(r'Iteration (\d+), Testing net \(#0\)', log) == ['0', '2', '4']
+
+
+def test_torchrun_ranks_join_its_group(shared):
+    """Under torchrun, `caffe train` joins torchrun's processes instead of starting its own."""
+    d, _ = shared
+    torchrun = os.path.join(os.path.dirname(sys.executable), 'torchrun')
+    if not os.path.exists(torchrun):
+        torchrun = None
+    cmd = ([torchrun] if torchrun else [sys.executable, '-m', 'torch.distributed.run'])
+    port = str(parallel.group.free_port())
+    proc = subprocess.run(cmd + ['--nnodes', '1', '--nproc_per_node', '2', '--master_port', port,
+                                 '-m', 'caffe', 'train', '--solver=' + solver_file(d, 'tr')],
+                          env=rank_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert 'broadcast from rank 0 to 2 ranks' in proc.stdout
+    assert_same_training(d / 'ref' / 's', d / 'tr' / 's', 5)
 
 
 def test_layer_wise_and_whole_reduce_agree(shared):
