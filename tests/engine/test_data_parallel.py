@@ -325,6 +325,7 @@ def _start_slow_job(workdir, iters, timeout_s=None):
     extra = {'PYTHONPATH': os.pathsep.join([PYDIR, str(workdir), os.environ.get('PYTHONPATH', '')])}
     if timeout_s:
         extra['CAFFE_DIST_TIMEOUT'] = str(timeout_s)
+        extra['CAFFE_DIST_GRACE'] = '2'    # the hung rank cannot stop by itself
     return subprocess.Popen([sys.executable, '-m', 'caffe', 'train', '--solver=' + solver,
                              '--gpu', '0,1'], cwd=str(workdir), env=rank_env(**extra),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -397,6 +398,7 @@ def test_hung_rank_is_named_after_the_timeout(workdir):
     assert elapsed < 30
     assert proc.returncode != 0
     assert re.search(r'rank 1 has made no progress for \d+ s', out), out[-3000:]
+    assert re.search(r'rank 1 \(pid %d\) did not stop within 2 s; killing it' % victim, out)
 
 
 def test_sigint_stops_every_rank_after_a_snapshot(workdir):

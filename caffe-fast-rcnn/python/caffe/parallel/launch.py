@@ -29,7 +29,8 @@ from .. import _log
 from .group import free_port
 
 _TAG = 'parallel.cpp'
-#: How long the other ranks get to stop on their own after one failed (seconds).
+#: How long the other ranks get to stop on their own after one failed (seconds;
+#: CAFFE_DIST_GRACE overrides it).
 GRACE_SECONDS = 10.0
 _PARENT_ENV = 'CAFFE_LAUNCHER_PID'
 
@@ -104,8 +105,16 @@ class _Child:
             self.proc.join()
 
 
-def supervise(children: Sequence[_Child], grace: float = GRACE_SECONDS) -> int:
+def _grace() -> float:
+    try:
+        return float(os.environ.get('CAFFE_DIST_GRACE', '') or GRACE_SECONDS)
+    except ValueError:
+        return GRACE_SECONDS
+
+
+def supervise(children: Sequence[_Child], grace: Optional[float] = None) -> int:
     """Wait for the ranks; stop them all when one fails. Returns 0, or the failure's status."""
+    grace = _grace() if grace is None else grace
     forwarded = {}
 
     def forward(signum, _frame):

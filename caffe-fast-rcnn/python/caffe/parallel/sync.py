@@ -164,6 +164,10 @@ class DataParallel:
                              device=self.group.device)
         self._broadcast_tensors([state], 'broadcast of the solver state')
         solver._iter, solver._current_step = (int(v) for v in state.cpu().tolist())
+        if self.group.device.type != 'cpu':
+            # Written in place on the device: a host mirror Python read before is stale.
+            for b in self.net._learnable_params:
+                b.set_tensor(b.tensor)
         if history and hasattr(solver, '_hist_zero'):
             solver._hist_zero = [not bool(h.any()) for h in history]
         _log.info(_TAG, 'Weights and solver state (iteration %d) broadcast from rank 0 to %d '
@@ -287,6 +291,11 @@ class DataParallel:
                 else:
                     torch.mul(piece, scale, out=d)
                 offset += n
+        if self.group.device.type != 'cpu':
+            # Reduced in place on the device: a host mirror of .diff is stale now.
+            params = self.net._learnable_params
+            for lid in self._launched:
+                params[lid].set_diff_tensor(params[lid].diff_tensor)
         self.agreed = self._read_control(control)
         self._armed = False
         self._works = []
