@@ -20,6 +20,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
+import traceback
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import caffe  # noqa: E402
@@ -55,7 +56,17 @@ def show_timing(solver, nccl):
 
 
 def solve(proto, snapshot, gpus, timing, uid, rank):
-    """One rank: choose its device, build its solver, join the others, train."""
+    """One rank: choose its device, build its solver, join the others, train. A rank that
+    fails exits at once (its peers are dead or will stop; nothing to wait for)."""
+    try:
+        _solve(proto, snapshot, gpus, timing, uid, rank)
+    except BaseException:
+        traceback.print_exc()
+        sys.stderr.flush()
+        os._exit(1)
+
+
+def _solve(proto, snapshot, gpus, timing, uid, rank):
     if caffe.parallel.gpu_count():
         caffe.set_mode_gpu()
         caffe.set_device(gpus[rank])
