@@ -16,6 +16,8 @@ import time
 from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list
 
 GPU_HELP = 'GPU device id to use [0]; -1 for the CPU'
+GPU_LIST_HELP = ('GPU device id to use [0]; -1 for the CPU; several ids (0,1,2,3) train '
+                 'data-parallel, one process per device (CPU processes without GPUs)')
 GPU_ID_HELP = 'GPU id to use; -1 for the CPU'
 
 
@@ -24,9 +26,11 @@ def _yes(text):
     return str(text).lower() not in ('0', 'false', 'no')
 
 
-def add_device_args(parser, gpu_help=GPU_HELP, cpu_dest='cpu', cpu_help='run on the CPU'):
-    """`--gpu N` (default 0; -1 is the CPU) and `--cpu`."""
-    parser.add_argument('--gpu', dest='gpu_id', help=gpu_help, default=0, type=int)
+def add_device_args(parser, gpu_help=GPU_HELP, cpu_dest='cpu', cpu_help='run on the CPU',
+                    gpu_type=int):
+    """`--gpu N` (default 0; -1 is the CPU) and `--cpu`. Training tools take a list
+    (`gpu_type=str`, read by utils.data_parallel.parse_gpus)."""
+    parser.add_argument('--gpu', dest='gpu_id', help=gpu_help, default=gpu_type(0), type=gpu_type)
     parser.add_argument('--cpu', dest=cpu_dest, help=cpu_help, action='store_true')
 
 

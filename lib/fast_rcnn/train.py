@@ -12,6 +12,11 @@ Typical use (``tools/train_net.py``)::
     roidb = get_training_roidb(imdb)
     model_paths = train_net(solver_prototxt, roidb, output_dir,
                             pretrained_model=weights, max_iters=40000)
+
+In data-parallel training (a process group joined, see utils.data_parallel) every rank
+makes the same wrapper: rank 0 loads the pretrained weights and gives them to the others,
+the gradients are averaged across ranks before each update, and only rank 0 writes the
+snapshots (every rank returns their names).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 import caffe
 from caffe import atomic_files
+from caffe import parallel
 from caffe.proto import caffe_pb2
 from caffe.solver import read_solver_param
 from fast_rcnn.config import cfg
@@ -79,7 +85,8 @@ class SolverWrapper(object):
                 print('done')
 
         self.solver = caffe.SGDSolver(solver_prototxt)
-        if pretrained_model is not None:
+        self.data_parallel = None
+        if pretrained_model is not None and parallel.root_solver():
             print('Loading pretrained model weights from {:s}'.format(pretrained_model))
             self.solver.net.copy_from(pretrained_model)
 
@@ -98,6 +105,9 @@ class SolverWrapper(object):
                              '(a Python layer with set_roidb), found {}'.format(
                                  solver_prototxt, getattr(data_layer, 'type', None)))
         data_layer.set_roidb(roidb)
+        if parallel.current() is not None and parallel.solver_count() > 1:
+            self.data_parallel = parallel.DataParallel(self.solver).attach()
+            self.data_parallel.bcast()
 
     def _remove_stale_temps(self) -> None:
         """Remove the temporaries of snapshots a killed run was writing: files named
@@ -118,6 +128,8 @@ class SolverWrapper(object):
         written atomically by ``net.save``.
         """
         net = self.solver.net
+        if not parallel.root_solver():
+            return self._snapshot_filename()
 
         scale_bbox_params = (cfg.TRAIN.BBOX_REG and cfg.TRAIN.BBOX_NORMALIZE_TARGETS
                              and 'bbox_pred' in net.params and self.bbox_stds is not None)
@@ -141,10 +153,7 @@ class SolverWrapper(object):
         try:
             os.makedirs(self.output_dir, exist_ok=True)
             self._remove_stale_temps()
-            infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
-            filename = (self.solver_param.snapshot_prefix + infix +
-                        '_iter_{:d}'.format(self.solver.iter) + '.caffemodel')
-            filename = os.path.join(self.output_dir, filename)
+            filename = self._snapshot_filename()
             net.save(str(filename))
             print('Wrote snapshot to: {:s}'.format(filename))
         finally:
@@ -153,6 +162,12 @@ class SolverWrapper(object):
                 weights.data[...] = orig_0
                 biases.data[...] = orig_1
         return filename
+
+    def _snapshot_filename(self) -> str:
+        infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
+        filename = (self.solver_param.snapshot_prefix + infix +
+                    '_iter_{:d}'.format(self.solver.iter) + '.caffemodel')
+        return os.path.join(self.output_dir, filename)
 
     def train_model(self, max_iters: int) -> List[str]:
         """Step the solver up to ``max_iters``; return the snapshot paths, in order.

@@ -9,7 +9,7 @@ y1, x2, y2 in the scaled image) and ``scores`` (R, 1).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -94,11 +94,16 @@ def im_proposals(net: Any, im: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return boxes, scores
 
 
-def imdb_proposals(net: Any, imdb: Any) -> List[np.ndarray]:
-    """Generate RPN proposals on all images in an imdb; one (R, 4) array per image."""
+def imdb_proposals(net: Any, imdb: Any, indices: Optional[Sequence[int]] = None
+                   ) -> List[np.ndarray]:
+    """Generate RPN proposals on all images in an imdb; one (R, 4) array per image.
+
+    With `indices`, only those images get proposals (the others' entries stay empty lists):
+    data-parallel ranks each take their share (caffe.parallel.shard) and gather them.
+    """
     _t = Timer()
     imdb_boxes: List[Any] = [[] for _ in range(imdb.num_images)]
-    for i in range(imdb.num_images):
+    for i in (range(imdb.num_images) if indices is None else indices):
         path = imdb.image_path_at(i)
         im = read_image(path)   # errors name the file (missing, truncated, not an image)
         _t.tic()

@@ -99,6 +99,13 @@ class Net:
         self._has_params_lr: List[bool] = []
         self._has_params_decay: List[bool] = []
         self._param_names_index: Dict[str, int] = {}
+        # pycaffe's before_forward/after_forward/before_backward/after_backward callbacks:
+        # each is called with the layer's index (data-parallel training reduces a layer's
+        # gradients from after_backward, as BVLC's NCCL does).
+        self._before_forward: List = []
+        self._after_forward: List = []
+        self._before_backward: List = []
+        self._after_backward: List = []
 
         info = lambda msg: _log.info('net.cpp', msg)  # noqa: E731
         where = self._source
@@ -380,10 +387,13 @@ class Net:
         """Run layers start..end (inclusive); returns the weighted loss of those layers."""
         loss = None
         lowp = _config.low_precision()
+        before, after = self._before_forward, self._after_forward
         for li in range(start, end + 1):
             layer = self.layers[li]
             bottom = [self._blobs[i] for i in self._bottom_ids[li]]
             top = [self._blobs[i] for i in self._top_ids[li]]
+            for hook in before:
+                hook(li)
             try:
                 with _precision_scope(layer, bottom, lowp):
                     if isinstance(layer, TorchLayer):
@@ -399,6 +409,8 @@ class Net:
             except Exception as e:
                 raise _layer_error(self._param.layer[li], 'forward', e) from e
             self._seen[li] = _bottom_state(bottom)
+            for hook in after:
+                hook(li)
             for t, w in zip(top, self._loss_weights[li]):
                 if w:
                     term = (t.tensor * t.diff_tensor).sum()
@@ -408,12 +420,15 @@ class Net:
     def _backward(self, start: int, end: int) -> None:
         """Run backward of layers start down to end (inclusive)."""
         lowp = _config.low_precision()
+        before, after = self._before_backward, self._after_backward
         for li in range(start, end - 1, -1):
             if not self._layer_need_backward[li]:
                 continue
             layer = self.layers[li]
             bottom = [self._blobs[i] for i in self._bottom_ids[li]]
             top = [self._blobs[i] for i in self._top_ids[li]]
+            for hook in before:
+                hook(li)
             try:
                 if self._stale(li, bottom):
                     with _precision_scope(layer, bottom, lowp):
@@ -426,6 +441,8 @@ class Net:
                 raise
             except Exception as e:
                 raise _layer_error(self._param.layer[li], 'backward', e) from e
+            for hook in after:
+                hook(li)
 
     def _stale(self, li: int, bottom: Sequence[Blob]) -> bool:
         """Whether layer li's forward state is not of its bottoms' current data: no forward
