@@ -303,7 +303,7 @@ def test_image_layers_name_the_damaged_image(tmp_path):
     # Data: the record of an encoded Datum
     src = _write_lmdb(tmp_path / 'db', [caffe.caffe_pb2.Datum(data=cut, label=1, encoded=True,
                                                               channels=3)])
-    with pytest.raises((caffe.LayerError, NetError), match=r"'d' \(Data\).*record 0.*truncated"):
+    with pytest.raises((caffe.LayerError, NetError), match=r"'d' \(Data\).*record '00000000'.*truncated"):
         net = _make_net('layer { name: "d" type: "Data" top: "data" top: "label" data_param '
                         '{ source: "%s" backend: LMDB batch_size: 1 } }' % src)
         net.forward()
