@@ -8,16 +8,21 @@ from ROOTFOLDER + file with OpenCV, optionally as grey (-gray) and resized to
 `%08d_<file>` (its line number) as raw pixels or, with -encoded / -encode_type, as encoded
 bytes (the file's own bytes when nothing had to change). -shuffle shuffles the lines first,
 -check_size insists every raw Datum has the first one's size. Images that cannot be read
-are logged and skipped. Transactions are committed every 1000 images.
+(missing, truncated, not an image: caffe.image_datum) are logged and skipped. Images are
+read and encoded on a thread per core, and stored in list order; transactions are committed
+every 1000 images.
 """
 from __future__ import annotations
 
 import random
-from typing import List, Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from .. import _log, db
-from ..cli import Fatal, Flags, run_tool
-from ..image_datum import list_file_entries, read_image_to_datum
+from ..cli import Fatal, Flags, read_list, run_tool
+from ..errors import ImageError
+from ..image_datum import read_image_to_datum
+from ..proto import caffe_pb2
+from ._in_order import map_in_order
 
 _WHERE = 'convert_imageset.cpp'
 USAGE = ('Convert a set of images to the leveldb/lmdb\n'
@@ -40,6 +45,35 @@ def _flags() -> Flags:
     return f
 
 
+class SizeCheck:
+    """-check_size of Caffe's converters: every raw Datum must hold as many bytes as the
+    first raw one's channels x height x width (encoded ones are not checked)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.size: Optional[int] = None
+
+    def __call__(self, datum: caffe_pb2.Datum, name: str) -> None:
+        if not self.enabled or datum.encoded:
+            return
+        if self.size is None:
+            self.size = datum.channels * datum.height * datum.width
+        elif len(datum.data) != self.size:
+            raise Fatal('Check failed: data.size() == data_size (%d vs. %d) Incorrect data '
+                        'field size %d (%s)' % (len(datum.data), self.size, len(datum.data), name))
+
+
+def _encoding(name: str, encode_type: str, encoded: bool) -> str:
+    """-encode_type, or with -encoded the type guessed from the file name (after its last
+    dot; the whole name, with a warning, when it has none), as Caffe's convert_imageset."""
+    if encode_type or not encoded:
+        return encode_type
+    dot = name.rfind('.')
+    if dot < 0:
+        _log.warning(_WHERE, "Failed to guess the encoding of '%s'" % name)
+    return name[dot + 1:].lower()
+
+
 def _body(argv: List[str]) -> int:
     flags = _flags()
     args = flags.parse(argv)
@@ -48,50 +82,37 @@ def _body(argv: List[str]) -> int:
         return 1
     root, list_file, db_name = args
     is_color = not flags.gray
-    encoded = flags.encoded
-    encode_type = flags.encode_type
-    lines = list_file_entries(list_file)
+    lines = read_list(list_file, int, 'label', names_with_spaces=True)
     if flags.shuffle:
         _log.info(_WHERE, 'Shuffling data')
         random.shuffle(lines)
     _log.info(_WHERE, 'A total of %d images.' % len(lines))
-    if encode_type and not encoded:
+    if flags.encode_type and not flags.encoded:
         _log.info(_WHERE, 'encode_type specified, assuming encoded=true.')
-    encoded = encoded or bool(encode_type)
     height, width = max(0, flags.resize_height), max(0, flags.resize_width)
 
+    def convert(line: Tuple[str, int]) -> Optional[caffe_pb2.Datum]:
+        name, label = line
+        try:
+            return read_image_to_datum(root + name, label, height, width, is_color,
+                                       _encoding(name, flags.encode_type, flags.encoded))
+        except ImageError:
+            return None  # logged by the reader; Caffe skips the image
+
+    check_size = SizeCheck(flags.check_size)
+
+    def records():
+        for line_id, ((name, _), datum) in enumerate(zip(lines, map_in_order(convert, lines))):
+            if datum is None:
+                continue
+            check_size(datum, name)
+            yield '%08d_%s' % (line_id, name), datum.SerializeToString()
+
     out = db.open_db(flags.backend, db_name, 'new')
-    txn = out.new_transaction()
-    count = 0
-    data_size = None
-    for line_id, (name, label) in enumerate(lines):
-        enc = encode_type
-        if encoded and not enc:
-            dot = name.rfind('.')
-            if dot < 0:
-                _log.warning(_WHERE, "Failed to guess the encoding of '%s'" % name)
-            enc = name[dot + 1:].lower()
-        datum = read_image_to_datum(root + name, label, height, width, is_color, enc)
-        if datum is None:
-            _log.error('io.cpp', 'Could not open or find file %s' % (root + name))
-            continue
-        if flags.check_size and not datum.encoded:
-            size = datum.channels * datum.height * datum.width
-            if data_size is None:
-                data_size = size
-            elif len(datum.data) != data_size:
-                raise Fatal('Check failed: data.size() == data_size (%d vs. %d) Incorrect data '
-                            'field size %d (%s)' % (len(datum.data), data_size, len(datum.data), name))
-        txn.put('%08d_%s' % (line_id, name), datum.SerializeToString())
-        count += 1
-        if count % 1000 == 0:
-            txn.commit()
-            txn = out.new_transaction()
-            _log.info(_WHERE, 'Processed %d files.' % count)
-    if count % 1000 != 0:
-        txn.commit()
-        _log.info(_WHERE, 'Processed %d files.' % count)
-    out.close()
+    try:
+        db.write_records(out, records(), _WHERE)
+    finally:
+        out.close()
     return 0
 
 
