@@ -19,14 +19,18 @@ from caffe.proto import caffe_pb2
 
 
 def forward_net(net_text: str, inputs: Dict[str, np.ndarray], phase=caffe.TRAIN,
-                dtype: torch.dtype = torch.float64, seed: Optional[int] = None) -> caffe.Net:
-    """The net of `net_text` built in `dtype` (fillers seeded with `seed` when given), its
-    input blobs shaped and filled from `inputs`, after one forward pass."""
+                dtype: torch.dtype = torch.float64, seed: Optional[int] = None,
+                weights: Optional[str] = None) -> caffe.Net:
+    """The net of `net_text` built in `dtype` (fillers seeded with `seed` when given, then
+    the .caffemodel `weights` copied in when given), its input blobs shaped and filled from
+    `inputs`, after one forward pass."""
     param = protoio.parse_text(net_text, caffe_pb2.NetParameter())
     with caffe.precision(dtype):
         if seed is not None:
             caffe.set_random_seed(seed)
         net = caffe.Net(param, phase)
+        if weights is not None:
+            net.copy_from(weights)
         for k, v in inputs.items():
             net.blobs[k].reshape(*np.shape(v))
             net.blobs[k].data[...] = v
