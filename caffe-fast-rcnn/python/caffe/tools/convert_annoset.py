@@ -20,18 +20,16 @@ order.
 from __future__ import annotations
 
 import os
-import random
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from .. import _log, db
+from .. import _log
 from ..annotation_io import read_rich_image
 from ..cli import Fatal, Flags, read_list, run_tool
 from ..errors import CaffeError
 from ..image_datum import read_image_to_datum
 from ..labelmap import map_name_to_label, read_label_map
 from ..proto import caffe_pb2
-from ._in_order import map_in_order
-from .convert_imageset import SizeCheck
+from .convert_imageset import Record, convert_list
 
 _WHERE = 'convert_annoset.cpp'
 USAGE = ('Convert a set of images and annotations to the leveldb/lmdb format used as input '
@@ -74,14 +72,14 @@ def _encoding(image: str, flags: Flags) -> str:
 
 
 class _Converter:
-    """One list line into an AnnotatedDatum (run on the pool's threads)."""
+    """One list line into an AnnotatedDatum record (run on the pool's threads)."""
 
     def __init__(self, root: str, flags: Flags, name_to_label: Dict[str, int]):
         self.root, self.flags, self.name_to_label = root, flags, name_to_label
         self.size = (max(0, flags.resize_height), max(0, flags.resize_width),
                      not flags.gray, max(0, flags.min_dim), max(0, flags.max_dim))
 
-    def __call__(self, line: Tuple[str, object]) -> caffe_pb2.AnnotatedDatum:
+    def __call__(self, line: Tuple[str, object]) -> Record:
         image, second = line
         path = self.root + image
         height, width, is_color, min_dim, max_dim = self.size
@@ -90,9 +88,11 @@ class _Converter:
             ad = caffe_pb2.AnnotatedDatum()
             ad.datum.CopyFrom(read_image_to_datum(path, int(second), height, width, is_color,
                                                   encoding, min_dim, max_dim))
-            return ad
-        return read_rich_image(path, self.root + str(second), height, width, min_dim, max_dim,
-                               is_color, encoding, self.flags.label_type, self.name_to_label)
+        else:
+            ad = read_rich_image(path, self.root + str(second), height, width, min_dim,
+                                 max_dim, is_color, encoding, self.flags.label_type,
+                                 self.name_to_label)
+        return ad.datum, ad.SerializeToString()
 
 
 def _body(argv: List[str]) -> int:
@@ -117,26 +117,7 @@ def _body(argv: List[str]) -> int:
         except CaffeError as e:
             raise Fatal('Failed to convert name to label: %s' % e) from None
         lines = read_list(list_file, str, 'annotation file')
-    if flags.shuffle:
-        _log.info(_WHERE, 'Shuffling data')
-        random.shuffle(lines)
-    _log.info(_WHERE, 'A total of %d images.' % len(lines))
-    if flags.encode_type and not flags.encoded:
-        _log.info(_WHERE, 'encode_type specified, assuming encoded=true.')
-
-    check_size = SizeCheck(flags.check_size)
-
-    def records():
-        converted = map_in_order(_Converter(root, flags, name_to_label), lines)
-        for line_id, ((image, _), ad) in enumerate(zip(lines, converted)):
-            check_size(ad.datum, image)
-            yield '%08d_%s' % (line_id, image), ad.SerializeToString()
-
-    out = db.open_db(flags.backend, db_name, 'new')
-    try:
-        db.write_records(out, records(), _WHERE)
-    finally:
-        out.close()
+    convert_list(lines, _Converter(root, flags, name_to_label), flags, db_name, _WHERE)
     return 0
 
 

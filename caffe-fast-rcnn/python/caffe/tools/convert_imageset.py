@@ -15,7 +15,7 @@ every 1000 images.
 from __future__ import annotations
 
 import random
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 from .. import _log, db
 from ..cli import Fatal, Flags, read_list, run_tool
@@ -25,6 +25,8 @@ from ..proto import caffe_pb2
 from ._in_order import map_in_order
 
 _WHERE = 'convert_imageset.cpp'
+# A converted list line: its image's Datum (for -check_size) and the serialised record.
+Record = Tuple[caffe_pb2.Datum, bytes]
 USAGE = ('Convert a set of images to the leveldb/lmdb\n'
          'format used as input for Caffe.\n'
          'Usage:\n    convert_imageset [FLAGS] ROOTFOLDER/ LISTFILE DB_NAME\n')
@@ -45,7 +47,7 @@ def _flags() -> Flags:
     return f
 
 
-class SizeCheck:
+class _SizeCheck:
     """-check_size of Caffe's converters: every raw Datum must hold as many bytes as the
     first raw one's channels x height x width (encoded ones are not checked)."""
 
@@ -83,37 +85,48 @@ def _body(argv: List[str]) -> int:
     root, list_file, db_name = args
     is_color = not flags.gray
     lines = read_list(list_file, int, 'label', names_with_spaces=True)
-    if flags.shuffle:
-        _log.info(_WHERE, 'Shuffling data')
-        random.shuffle(lines)
-    _log.info(_WHERE, 'A total of %d images.' % len(lines))
-    if flags.encode_type and not flags.encoded:
-        _log.info(_WHERE, 'encode_type specified, assuming encoded=true.')
     height, width = max(0, flags.resize_height), max(0, flags.resize_width)
 
-    def convert(line: Tuple[str, int]) -> Optional[caffe_pb2.Datum]:
+    def convert(line: Tuple[str, int]) -> Optional[Record]:
         name, label = line
         try:
-            return read_image_to_datum(root + name, label, height, width, is_color,
-                                       _encoding(name, flags.encode_type, flags.encoded))
+            datum = read_image_to_datum(root + name, label, height, width, is_color,
+                                        _encoding(name, flags.encode_type, flags.encoded))
         except ImageError:
             return None  # logged by the reader; Caffe skips the image
+        return datum, datum.SerializeToString()
 
-    check_size = SizeCheck(flags.check_size)
+    convert_list(lines, convert, flags, db_name, _WHERE)
+    return 0
+
+
+def convert_list(lines: List[Tuple[str, Any]],
+                 convert: Callable[[Tuple[str, Any]], Optional[Record]], flags: Flags,
+                 db_name: str, where: str) -> None:
+    """The converters' common part once the list is read: -shuffle, the counts logged, each
+    line made a record by `convert` on the thread pool (None: skipped), -check_size, and the
+    records stored in list order under `%08d_<image>` (the line number) in a new database of
+    -backend, committed every 1000."""
+    if flags.shuffle:
+        _log.info(where, 'Shuffling data')
+        random.shuffle(lines)
+    _log.info(where, 'A total of %d images.' % len(lines))
+    if flags.encode_type and not flags.encoded:
+        _log.info(where, 'encode_type specified, assuming encoded=true.')
+    check_size = _SizeCheck(flags.check_size)
 
     def records():
-        for line_id, ((name, _), datum) in enumerate(zip(lines, map_in_order(convert, lines))):
-            if datum is None:
+        for line_id, ((name, _), record) in enumerate(zip(lines, map_in_order(convert, lines))):
+            if record is None:
                 continue
-            check_size(datum, name)
-            yield '%08d_%s' % (line_id, name), datum.SerializeToString()
+            check_size(record[0], name)
+            yield '%08d_%s' % (line_id, name), record[1]
 
     out = db.open_db(flags.backend, db_name, 'new')
     try:
-        db.write_records(out, records(), _WHERE)
+        db.write_records(out, records(), where)
     finally:
         out.close()
-    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
