@@ -29,7 +29,7 @@ from ..errors import CaffeError
 from ..image_datum import read_image_to_datum
 from ..labelmap import map_name_to_label, read_label_map
 from ..proto import caffe_pb2
-from .convert_imageset import Record, convert_list
+from .convert_imageset import Record, convert_list, define_conversion_flags
 
 _WHERE = 'convert_annoset.cpp'
 USAGE = ('Convert a set of images and annotations to the leveldb/lmdb format used as input '
@@ -38,9 +38,7 @@ USAGE = ('Convert a set of images and annotations to the leveldb/lmdb format use
 
 def _flags() -> Flags:
     f = Flags('convert_annoset', USAGE, 'tools/convert_annoset.cpp')
-    f.define('gray', False, 'When this option is on, treat images as grayscale ones')
-    f.define('shuffle', False, 'Randomly shuffle the order of images and their labels')
-    f.define('backend', 'lmdb', 'The backend {lmdb, leveldb} for storing the result')
+    define_conversion_flags(f)
     f.define('anno_type', 'classification', 'The type of annotation {classification, '
              'detection}.')
     f.define('label_type', 'xml', 'The type of annotation file format.')
@@ -49,14 +47,6 @@ def _flags() -> Flags:
              'duplicated name/label.')
     f.define('min_dim', 0, 'Minimum dimension images are resized to (keep same aspect ratio)')
     f.define('max_dim', 0, 'Maximum dimension images are resized to (keep same aspect ratio)')
-    f.define('resize_width', 0, 'Width images are resized to')
-    f.define('resize_height', 0, 'Height images are resized to')
-    f.define('check_size', False, 'When this option is on, check that all the datum have the '
-             'same size')
-    f.define('encoded', False, 'When this option is on, the encoded image will be save in '
-             'datum')
-    f.define('encode_type', '', "Optional: What type should we encode the image as "
-             "('png','jpg',...).")
     return f
 
 

@@ -34,6 +34,13 @@ USAGE = ('Convert a set of images to the leveldb/lmdb\n'
 
 def _flags() -> Flags:
     f = Flags('convert_imageset', USAGE, 'tools/convert_imageset.cpp')
+    define_conversion_flags(f)
+    return f
+
+
+def define_conversion_flags(f: Flags) -> None:
+    """The flags of Caffe's image converters (convert_imageset, and SSD's convert_annoset
+    with its own on top): the ones convert_list and the image reading use."""
     f.define('gray', False, 'When this option is on, treat images as grayscale ones')
     f.define('shuffle', False, 'Randomly shuffle the order of images and their labels')
     f.define('backend', 'lmdb', 'The backend {lmdb, leveldb} for storing the result')
@@ -44,7 +51,6 @@ def _flags() -> Flags:
     f.define('encoded', False, 'When this option is on, the encoded image will be save in datum')
     f.define('encode_type', '', "Optional: What type should we encode the image as "
              "('png','jpg',...).")
-    return f
 
 
 class _SizeCheck:
