@@ -153,6 +153,25 @@ def test_data_tools_refuse_truncated_images_naming_them(images, tmp_path, capfd)
     assert re.search(r'(?m)^F.*label 4.*truncated', capfd.readouterr().err)
 
 
+def test_write_records_commits_in_batches_and_grows_the_lmdb_map(tmp_path, monkeypatch, capfd):
+    """db.write_records, which every converter uses: a commit (and Caffe's progress line)
+    every `every` records and after the last; an LMDB whose map fills up doubles it."""
+    from caffe import db
+    monkeypatch.setattr(db, '_LMDB_START_MAP', 1 << 16)   # 64 KB, for 500 KB of records
+    monkeypatch.setenv('GLOG_minloglevel', '0')
+    records = [('%08d' % i, bytes([i]) * 10000) for i in range(50)]
+    out = db.open_db('lmdb', str(tmp_path / 'grow'), 'new')
+    assert db.write_records(out, iter(records), 'convert_imageset.cpp', every=20) == 50
+    out.close()
+    back = db.open_db('lmdb', str(tmp_path / 'grow'), 'read')
+    assert [(k.decode(), v) for k, v in back.items()] == records
+    back.close()
+    err = capfd.readouterr().err
+    assert [line.split('] ')[1] for line in err.splitlines() if 'Processed' in line] == \
+        ['Processed 20 files.', 'Processed 40 files.', 'Processed 50 files.']
+    assert 'Opened lmdb %s' % (tmp_path / 'grow') in err
+
+
 def test_launcher_loads_pytorch_only_for_tools_that_need_it():
     """build/tools/* start through caffe/tools/launch.py: the NO_ENGINE tools without the
     caffe package's __init__ (no PyTorch: a fraction of a second to start), the others with

@@ -24,7 +24,7 @@ from .errors import CaffeError
 
 BACKENDS = ('lmdb', 'leveldb')
 MODES = ('read', 'write', 'new')
-_LMDB_START_MAP = 1 << 26  # 64 MB; doubled as needed
+_LMDB_START_MAP = 1 << 30  # 1 GB of address space (the file grows as it is written); doubled as needed
 
 
 class DBError(CaffeError):
