@@ -4,7 +4,7 @@
 
 gives `import caffe` from anywhere and Caffe's command-line programs as console commands
 (`caffe train|test|time|device_query`, compute_image_mean, convert_imageset,
-extract_features, upgrade_net_proto_text, ...).
+convert_annoset, get_image_size, extract_features, upgrade_net_proto_text, ...).
 
 The detector (lib/: fast_rcnn, rpn, datasets, utils, nms, ...) is not installed: its
 generic module names would shadow other packages in site-packages. As in py-faster-rcnn,
@@ -89,6 +89,8 @@ setup(
         'compute_image_mean = caffe.tools.compute_image_mean:main',
         'convert_imageset = caffe.tools.convert_imageset:main',
         'extract_features = caffe.tools.extract_features:main',
+        'convert_annoset = caffe.tools.convert_annoset:main',
+        'get_image_size = caffe.tools.get_image_size:main',
     ]},
     zip_safe=False,
 )

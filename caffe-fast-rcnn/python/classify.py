@@ -20,6 +20,7 @@ from typing import List, Optional
 import numpy as np
 
 import caffe
+from caffe import script_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -28,27 +29,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     p.add_argument('input_file', help='Input image, directory, or npy.')
     p.add_argument('output_file', help='Output npy filename.')
-    p.add_argument('--model_def', default=os.path.join(
-        HERE, '../models/bvlc_reference_caffenet/deploy.prototxt'), help='Model definition file.')
-    p.add_argument('--pretrained_model', default=os.path.join(
-        HERE, '../models/bvlc_reference_caffenet/bvlc_reference_caffenet.caffemodel'),
-        help='Trained model weights file.')
-    p.add_argument('--gpu', action='store_true', help='Switch for gpu computation.')
+    script_args.add_model_args(p, HERE)
     p.add_argument('--center_only', action='store_true',
                    help='Predict from the center crop alone instead of averaging the '
                         'predictions of ten crops (the default).')
     p.add_argument('--images_dim', default='256,256',
                    help="Canonical 'height,width' dimensions of input images.")
-    p.add_argument('--mean_file', default=os.path.join(HERE, 'caffe/imagenet/ilsvrc_2012_mean.npy'),
-                   help="Data set image mean of [Channels x Height x Width] dimensions (numpy "
-                        "array). Set to '' for no mean subtraction.")
-    p.add_argument('--input_scale', type=float,
-                   help='Multiply input features by this scale to finish preprocessing.')
-    p.add_argument('--raw_scale', type=float, default=255.0,
-                   help='Multiply raw input by this scale before preprocessing.')
-    p.add_argument('--channel_swap', default='2,1,0',
-                   help='Order to permute input channels. The default converts RGB -> BGR '
-                        'since BGR is the Caffe default by way of OpenCV.')
+    script_args.add_preprocessing_args(
+        p, HERE, "Data set image mean of [Channels x Height x Width] dimensions (numpy "
+                 "array). Set to '' for no mean subtraction.")
     p.add_argument('--ext', default='jpg',
                    help='Image file extension to take as input when a directory is given as '
                         'the input file.')
@@ -58,13 +47,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 def load_mean(path: str, net_file: str) -> Optional[np.ndarray]:
     """The mean array of --mean_file (None for ''). A C x H x W mean whose H x W is not the
     net's input size is reduced to one value per channel, which Transformer accepts."""
-    if not path:
-        return None
-    if not os.path.isfile(path):
-        raise SystemExit("mean file %s not found (give --mean_file '' for no mean subtraction)"
-                         % path)
-    mean = np.load(path)
-    if mean.ndim == 3:
+    mean = script_args.read_mean(path)
+    if mean is not None and mean.ndim == 3:
         net = caffe.Net(net_file, caffe.TEST)
         if tuple(mean.shape[1:]) != tuple(net.blobs[net.inputs[0]].data.shape[2:]):
             mean = mean.mean(1).mean(1)
@@ -75,16 +59,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     image_dims = [int(s) for s in args.images_dim.split(',')]
     mean = load_mean(args.mean_file, args.model_def)
-    channel_swap = [int(s) for s in args.channel_swap.split(',')] if args.channel_swap else None
-    if args.gpu:
-        caffe.set_mode_gpu()
-        print('GPU mode')
-    else:
-        caffe.set_mode_cpu()
-        print('CPU mode')
+    script_args.set_mode(args.gpu)
     classifier = caffe.Classifier(args.model_def, args.pretrained_model, image_dims=image_dims,
                                   mean=mean, input_scale=args.input_scale,
-                                  raw_scale=args.raw_scale, channel_swap=channel_swap)
+                                  raw_scale=args.raw_scale,
+                                  channel_swap=script_args.channel_swap(args.channel_swap))
     input_file = os.path.expanduser(args.input_file)
     if input_file.endswith('npy'):
         print('Loading file: %s' % input_file)

@@ -23,6 +23,7 @@ from typing import List, Optional
 import numpy as np
 
 import caffe
+from caffe import script_args
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 CROP_MODES = ['list', 'selective_search']
@@ -35,24 +36,12 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
                    "filenames. If .csv, must be comma-separated file with header "
                    "'filename, xmin, ymin, xmax, ymax'")
     p.add_argument('output_file', help='Output h5/csv filename. Format depends on extension.')
-    p.add_argument('--model_def', default=os.path.join(
-        HERE, '../models/bvlc_reference_caffenet/deploy.prototxt'), help='Model definition file.')
-    p.add_argument('--pretrained_model', default=os.path.join(
-        HERE, '../models/bvlc_reference_caffenet/bvlc_reference_caffenet.caffemodel'),
-        help='Trained model weights file.')
+    script_args.add_model_args(p, HERE)
     p.add_argument('--crop_mode', default='selective_search', choices=CROP_MODES,
                    help='How to generate windows for detection.')
-    p.add_argument('--gpu', action='store_true', help='Switch for gpu computation.')
-    p.add_argument('--mean_file', default=os.path.join(HERE, 'caffe/imagenet/ilsvrc_2012_mean.npy'),
-                   help="Data set image mean of H x W x K dimensions (numpy array). Set to '' "
-                        "for no mean subtraction.")
-    p.add_argument('--input_scale', type=float,
-                   help='Multiply input features by this scale to finish preprocessing.')
-    p.add_argument('--raw_scale', type=float, default=255.0,
-                   help='Multiply raw input by this scale before preprocessing.')
-    p.add_argument('--channel_swap', default='2,1,0',
-                   help='Order to permute input channels. The default converts RGB -> BGR '
-                        'since BGR is the Caffe default by way of OpenCV.')
+    script_args.add_preprocessing_args(
+        p, HERE, "Data set image mean of H x W x K dimensions (numpy array). Set to '' "
+                 "for no mean subtraction.")
     p.add_argument('--context_pad', type=int, default=16,
                    help='Amount of surrounding context to collect in input window.')
     return p.parse_args(argv)
@@ -93,25 +82,14 @@ def save(detections, path: str) -> None:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    mean, channel_swap = None, None
-    if args.mean_file:
-        if not os.path.isfile(args.mean_file):
-            raise SystemExit("mean file %s not found (give --mean_file '' for no mean subtraction)"
-                             % args.mean_file)
-        mean = np.load(args.mean_file)
-        if mean.ndim == 3 and mean.shape[1:] != (1, 1):
-            mean = mean.mean(1).mean(1)
-    if args.channel_swap:
-        channel_swap = [int(s) for s in args.channel_swap.split(',')]
-    if args.gpu:
-        caffe.set_mode_gpu()
-        print('GPU mode')
-    else:
-        caffe.set_mode_cpu()
-        print('CPU mode')
+    mean = script_args.read_mean(args.mean_file)
+    if mean is not None and mean.ndim == 3 and mean.shape[1:] != (1, 1):
+        mean = mean.mean(1).mean(1)   # pycaffe's detect.py: one value per channel
+    script_args.set_mode(args.gpu)
     detector = caffe.Detector(args.model_def, args.pretrained_model, mean=mean,
                               input_scale=args.input_scale, raw_scale=args.raw_scale,
-                              channel_swap=channel_swap, context_pad=args.context_pad)
+                              channel_swap=script_args.channel_swap(args.channel_swap),
+                              context_pad=args.context_pad)
     t = time.time()
     print('Loading input...')
     lower = args.input_file.lower()

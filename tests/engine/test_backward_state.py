@@ -77,6 +77,15 @@ def _fill(net, inputs, seed):
         net.blobs['y'].diff[...] = rng.standard_normal(net.blobs['y'].shape)
 
 
+def _twin(tmp_path, net, body, inputs):
+    """A new net of the same body holding `net`'s weights."""
+    twin = _net(tmp_path, body, inputs)
+    for name in net.params:
+        for a, b in zip(net.params[name], twin.params[name]):
+            b.data[...] = a.data
+    return twin
+
+
 def _grads(net, inputs):
     out = {b: net.blobs[b].diff.copy() for b in inputs if b not in ('label', 'rois')}
     for i, p in enumerate(net.params.get('l', [])):
@@ -94,10 +103,7 @@ def test_backward_right_after_construction(tmp_path, case):
     ref.clear_param_diffs()
     _fill(ref, inputs, 1)  # same data, same top diffs
     ref.backward()
-    fresh = _net(tmp_path, body, inputs)
-    for name in ref.params:
-        for a, b in zip(ref.params[name], fresh.params[name]):
-            b.data[...] = a.data
+    fresh = _twin(tmp_path, ref, body, inputs)
     _fill(fresh, inputs, 1)
     fresh.backward()
     want, got = _grads(ref, inputs), _grads(fresh, inputs)
@@ -118,10 +124,7 @@ def test_bottom_rewritten_between_forward_and_backward(tmp_path, case):
     _fill(net, inputs, 2)  # Python writes new values into the bottoms (and new top diffs)
     net.clear_param_diffs()
     net.backward()
-    at_new = _net(tmp_path, body, inputs)
-    for name in net.params:
-        for a, b in zip(net.params[name], at_new.params[name]):
-            b.data[...] = a.data
+    at_new = _twin(tmp_path, net, body, inputs)
     _fill(at_new, inputs, 2)
     at_new.forward()
     _fill(at_new, inputs, 2)

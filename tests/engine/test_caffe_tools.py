@@ -6,6 +6,7 @@ Each tool runs in-process through caffe.tools (fast); one test runs the executab
 caffe-fast-rcnn/build/tools as a user would.
 """
 import os
+import re
 import subprocess
 import sys
 
@@ -118,6 +119,78 @@ def test_convert_imageset_skips_unreadable_images(images, tmp_path, capfd):
     assert run('convert_imageset', str(root) + '/', listing, out) == 0
     assert len(read_lmdb(out)) == len(names)
     assert 'Could not open or find file %s/missing.png' % root in capfd.readouterr().err
+
+
+def test_data_tools_refuse_truncated_images_naming_them(images, tmp_path, capfd):
+    """Every data tool reads images through caffe.image_file: a JPEG cut short (which
+    OpenCV's imread would pad with grey) is named. convert_imageset skips it, as Caffe skips
+    images it cannot read; get_image_size and convert_annoset stop; compute_image_mean stops
+    on an encoded record holding one."""
+    root, listing, names, arrays = images
+    whole = (root / names[2]).read_bytes()
+    (root / 'cut.jpg').write_bytes(whole[:len(whole) // 2])
+    listing.write_text(listing.read_text() + 'cut.jpg 1\n')
+    capfd.readouterr()
+    out = tmp_path / 'db'
+    assert run('convert_imageset', str(root) + '/', listing, out) == 0
+    assert [k for k, _ in read_lmdb(out)] == ['%08d_%s' % (i, n) for i, n in enumerate(names)]
+    err = capfd.readouterr().err
+    assert re.search(r'(?m)^E.*cut\.jpg.*truncated', err), err
+    ssd_list = tmp_path / 'ssd.txt'   # SSD's tools split lines on white space
+    ssd_list.write_text('%s 0\ncut.jpg 1\n' % names[2].replace(' ', '_'))
+    os.rename(root / names[2], root / names[2].replace(' ', '_'))
+    assert run('get_image_size', str(root) + '/', ssd_list, tmp_path / 'sizes.txt') == 1
+    assert re.search(r'(?m)^F.*cut\.jpg.*truncated', capfd.readouterr().err)
+    assert not (tmp_path / 'sizes.txt').exists()
+    assert run('convert_annoset', str(root) + '/', ssd_list, tmp_path / 'anno') == 1
+    assert re.search(r'(?m)^F.*cut\.jpg.*truncated', capfd.readouterr().err)
+    env = lmdb.open(str(tmp_path / 'cut_db'), map_size=1 << 22)
+    with env.begin(write=True) as txn:
+        txn.put(b'0', caffe_pb2.Datum(data=whole[:len(whole) // 2], encoded=True,
+                                      label=4).SerializeToString())
+    env.close()
+    assert run('compute_image_mean', tmp_path / 'cut_db') == 1
+    assert re.search(r'(?m)^F.*label 4.*truncated', capfd.readouterr().err)
+
+
+def test_write_records_commits_in_batches_and_grows_the_lmdb_map(tmp_path, monkeypatch, capfd):
+    """db.write_records, which every converter uses: a commit (and Caffe's progress line)
+    every `every` records and after the last; an LMDB whose map fills up doubles it."""
+    from caffe import db
+    monkeypatch.setattr(db, '_LMDB_START_MAP', 1 << 16)   # 64 KB, for 500 KB of records
+    monkeypatch.setenv('GLOG_minloglevel', '0')
+    records = [('%08d' % i, bytes([i]) * 10000) for i in range(50)]
+    out = db.open_db('lmdb', str(tmp_path / 'grow'), 'new')
+    assert db.write_records(out, iter(records), 'convert_imageset.cpp', every=20) == 50
+    out.close()
+    back = db.open_db('lmdb', str(tmp_path / 'grow'), 'read')
+    assert [(k.decode(), v) for k, v in back.items()] == records
+    back.close()
+    err = capfd.readouterr().err
+    assert [line.split('] ')[1] for line in err.splitlines() if 'Processed' in line] == \
+        ['Processed 20 files.', 'Processed 40 files.', 'Processed 50 files.']
+    assert 'Opened lmdb %s' % (tmp_path / 'grow') in err
+
+
+def test_launcher_loads_pytorch_only_for_tools_that_need_it():
+    """build/tools/* start through caffe/tools/launch.py: the NO_ENGINE tools without the
+    caffe package's __init__ (no PyTorch: a fraction of a second to start), the others with
+    the whole engine."""
+    launch = os.path.join(ROOT, 'caffe-fast-rcnn', 'python', 'caffe', 'tools', 'launch.py')
+    probe = ('import runpy, sys\n'
+             'sys.argv = [sys.argv[1], sys.argv[2]]\n'
+             'try:\n    runpy.run_path(sys.argv[0], run_name="__main__")\n'
+             'except SystemExit:\n    pass\n'
+             'import caffe\n'
+             'from caffe.tools import NO_ENGINE, tool_main\n'
+             'if sys.argv[1] in NO_ENGINE:\n'
+             '    for name in sorted(NO_ENGINE):\n        tool_main(name)\n'
+             'print("torch" in sys.modules, hasattr(caffe, "Net"))\n')
+    for tool, want in (('get_image_size', 'False False'), ('extract_features', 'True True')):
+        done = subprocess.run([sys.executable, '-c', probe, launch, tool], capture_output=True,
+                              text=True, cwd=ROOT)
+        assert done.stdout.split('\n')[-2] == want, (tool, done.stdout, done.stderr)
+        assert 'Usage' in done.stderr or 'usage' in done.stderr.lower()
 
 
 def test_compute_image_mean_equals_numpy_and_caffe_reads_it(images, tmp_path):

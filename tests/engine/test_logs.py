@@ -24,17 +24,8 @@ import parse_log  # noqa: E402
 GLOG = re.compile(r'^([IWEF])(\d{4}|\d{8}) (\d\d:\d\d:\d\d\.\d{6}) +(\d+) ([\w.]+:\d+)\] (.*)$')
 TAGS = ('solver.cpp', 'sgd_solver.cpp', 'caffe.cpp')
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED), reason='shared conformance logs absent')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = [pytest.mark.skipif(not os.path.isdir(SHARED), reason='shared conformance logs absent'),
+              pytest.mark.usefixtures('one_torch_thread')]
 
 
 def solver_lines(text):

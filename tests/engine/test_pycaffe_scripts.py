@@ -107,6 +107,25 @@ def test_detect_classifies_listed_windows(tmp_path, colour_model):
         assert f['window'][...].tolist() == [[5, 2, 35, 25], [5, 35, 35, 58]]
 
 
+def test_classify_and_detect_share_model_and_preprocessing_flags(tmp_path):
+    """Both scripts take pycaffe's --model_def, --pretrained_model, --gpu, --mean_file,
+    --input_scale, --raw_scale and --channel_swap with the same defaults, and both end
+    with one clear message when the mean file is missing."""
+    shared = ('model_def', 'pretrained_model', 'gpu', 'mean_file', 'input_scale', 'raw_scale',
+              'channel_swap')
+    defaults = []
+    for name in ('classify.py', 'detect.py'):
+        module = runpy.run_path(os.path.join(PYCAFFE, name), run_name='not_main')
+        args = vars(module['parse_args'](['in', 'out']))
+        defaults.append({k: args[k] for k in shared})
+        with pytest.raises(SystemExit, match=r"mean file .*nope\.npy not found"):
+            module['main'](['in', 'out', '--mean_file', str(tmp_path / 'nope.npy')])
+    assert defaults[0] == defaults[1]
+    assert defaults[0]['model_def'] == os.path.join(
+        PYCAFFE, '../models/bvlc_reference_caffenet/deploy.prototxt')
+    assert (defaults[0]['raw_scale'], defaults[0]['channel_swap']) == (255.0, '2,1,0')
+
+
 def test_draw_net_writes_pictures_with_graphviz(tmp_path, capsys):
     assert shutil.which('dot'), ("Graphviz's dot is not installed: apt-get install graphviz "
                                  "(`make setup` says so; CI installs it)")

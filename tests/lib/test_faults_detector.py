@@ -21,12 +21,13 @@ import pytest
 import caffe
 from caffe import atomic_files
 from fast_rcnn import test as frtest
-from fast_rcnn.config import cfg, cfg_restore, cfg_snapshot
+from fast_rcnn.config import cfg
 from fast_rcnn.net_classes import ClassCountError, check_net_classes
 from fast_rcnn.train import SolverWrapper, train_net
 from roi_data_layer import roidb as rdl_roidb
 from roi_data_layer.minibatch import get_minibatch
 from roi_fixtures import NUM_CLASSES, ToyImdb
+from tiny_nets import fast_rcnn_train_net as train_net_of, rois_head_net, write_text as _write
 
 K = NUM_CLASSES
 TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
@@ -34,56 +35,12 @@ TOOLS = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abs
 
 
 @pytest.fixture(autouse=True)
-def _cfg(tmp_path):
-    saved = cfg_snapshot()
-    cfg.ROOT_DIR = str(tmp_path)
+def _cfg(tiny_cfg, tmp_path):
     cfg.DATA_DIR = str(tmp_path / 'data')
-    cfg.TEST.SCALES = (80,)
-    cfg.TEST.MAX_SIZE = 200
-    cfg.TRAIN.SCALES = (80,)
-    cfg.TRAIN.MAX_SIZE = 200
-    cfg.TRAIN.IMS_PER_BATCH = 1
-    cfg.TRAIN.BATCH_SIZE = 8
-    caffe.set_random_seed(1)
-    yield
-    cfg_restore(saved)
-
-
-def _write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
-IP = ("layer {{ name: '{name}' type: 'InnerProduct' bottom: '{bottom}' top: '{name}'\n"
-      "  inner_product_param {{ num_output: {n} weight_filler {{ type: 'gaussian' std: 0.01 }} }} }}\n")
 
 
 def detect_net_of(k):
-    return ("name: 'head'\n"
-            "input: 'data' input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n"
-            "input: 'rois' input_shape { dim: 1 dim: 5 }\n"
-            "layer { name: 'silence' type: 'Silence' bottom: 'data' }\n"
-            + IP.format(name='cls_score', bottom='rois', n=k)
-            + IP.format(name='bbox_pred', bottom='rois', n=4 * k)
-            + "layer { name: 'cls_prob' type: 'Softmax' bottom: 'cls_score' top: 'cls_prob' }\n")
-
-
-def train_net_of(k_score, k_data=K, k_bbox=None):
-    k_bbox = k_score if k_bbox is None else k_bbox
-    return ("name: 'tiny_fast_rcnn'\n"
-            "layer { name: 'input-data' type: 'Python' top: 'data' top: 'rois' top: 'labels'\n"
-            "  top: 'bbox_targets' top: 'bbox_inside_weights' top: 'bbox_outside_weights'\n"
-            "  python_param { module: 'roi_data_layer.layer' layer: 'RoIDataLayer'\n"
-            "                 param_str: \"'num_classes': %d\" } }\n" % k_data
-            + "layer { name: 'silence' type: 'Silence' bottom: 'data' }\n"
-            + IP.format(name='cls_score', bottom='rois', n=k_score)
-            + IP.format(name='bbox_pred', bottom='rois', n=4 * k_bbox)
-            + "layer { name: 'loss_cls' type: 'SoftmaxWithLoss' bottom: 'cls_score' "
-              "bottom: 'labels' top: 'loss_cls' }\n"
-              "layer { name: 'loss_bbox' type: 'SmoothL1Loss' bottom: 'bbox_pred' "
-              "bottom: 'bbox_targets' bottom: 'bbox_inside_weights' "
-              "bottom: 'bbox_outside_weights' top: 'loss_bbox' }\n")
+    return rois_head_net(k, name='head')
 
 
 SOLVER = ('train_net: "{net}"\nbase_lr: 0.00001\nlr_policy: "fixed"\nmomentum: 0.9\n'

@@ -1,4 +1,5 @@
-"""Command-line flags in gflags' manner, for Caffe's tools (compute_image_mean, ...).
+"""Command-line flags in gflags' manner, and the list files, for Caffe's tools
+(compute_image_mean, convert_imageset, convert_annoset, ...).
 
 Caffe's tools take gflags flags: `-name=value`, `--name=value`, `-name value` and
 `--name value` all set a flag; a boolean is switched on by `-name`, off by `-noname`, or set
@@ -8,17 +9,19 @@ ends them. An unknown flag is an error (`ERROR: unknown command line flag 'x'`),
 (`Flags.define`) with the default that gives the flag its type.
 
 `run_tool` wraps a tool's body as Caffe's CHECK/LOG(FATAL) do: a failure is logged at level F
-with the tool's source tag and the process exits with status 1.
+with the tool's source tag and the process exits with status 1. `read_list` reads the
+`<image> <label or annotation>` lists of the data tools.
 """
 from __future__ import annotations
 
 import sys
-from typing import Callable, Dict, List, Optional, Sequence, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, TypeVar, Union
 
 from . import _log
 from .errors import CaffeError
 
 Value = Union[bool, int, float, str]
+T = TypeVar('T')
 
 
 class FlagError(CaffeError):
@@ -147,3 +150,36 @@ def split_list(text: str) -> List[str]:
     """Caffe's comma-separated flag values (`a,b,c`); empty parts are dropped."""
     return [s for s in text.split(',') if s]
 
+
+
+def read_list(path: str, second: Callable[[str], T] = int, what: str = 'label',
+              names_with_spaces: bool = False) -> List[Tuple[str, T]]:
+    """The `<image> <second>` lines of a data tool's list file (blank lines skipped), the
+    second column converted by `second`. With `names_with_spaces` it is what follows the
+    last space, so image names may hold spaces (convert_imageset's reading); else a line is
+    split on white space (SSD's `infile >> image >> second`). A line that does not fit stops
+    the tool naming the file and the line, where Caffe's stream reads would silently end."""
+    try:
+        with open(path, 'r') as f:
+            text = f.read()
+    except OSError as e:
+        raise Fatal('Failed to open file: %s (%s)' % (path, e.strerror)) from None
+    lines: List[Tuple[str, T]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        if names_with_spaces:
+            name, space, value = line.rpartition(' ')
+            parts = [name, value] if space else [line]
+        else:
+            parts = line.split()
+        if len(parts) != 2:
+            raise Fatal('%s:%d: expected "<image> <%s>" (2 columns), got %d: %r'
+                        % (path, number, what, len(parts), line))
+        try:
+            lines.append((parts[0], second(parts[1])))
+        except ValueError:
+            raise Fatal('%s:%d: the %s %r is not %s'
+                        % (path, number, what, parts[1],
+                           'an integer' if second is int else 'valid')) from None
+    return lines

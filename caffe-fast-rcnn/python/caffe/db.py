@@ -8,6 +8,7 @@ real Caffe read: an LMDB is a folder with data.mdb and lock.mdb; keys are sorted
     txn = db.new_transaction()            # 'write' adds to an existing one, 'read' reads
     txn.put(key, value); txn.commit()
     for key, value in open_db('lmdb', path, 'read').items(): ...
+    write_records(db, records, 'convert_imageset.cpp')   # commits every 1000, logs progress
 
 As in Caffe, a transaction keeps its puts until `commit`; an LMDB whose map is full doubles
 it and commits again (Caffe's LMDBTransaction does the same), so no size is guessed up front.
@@ -16,13 +17,14 @@ LevelDB needs the optional `plyvel` package.
 from __future__ import annotations
 
 import os
-from typing import Iterator, List, Tuple
+from typing import Iterable, Iterator, List, Tuple, Union
 
+from . import _log
 from .errors import CaffeError
 
 BACKENDS = ('lmdb', 'leveldb')
 MODES = ('read', 'write', 'new')
-_LMDB_START_MAP = 1 << 26  # 64 MB; doubled as needed
+_LMDB_START_MAP = 1 << 30  # 1 GB of address space (the file grows as it is written); doubled as needed
 
 
 class DBError(CaffeError):
@@ -73,9 +75,11 @@ class LMDB:
             raise DBError('cannot open LMDB %s: no such folder' % source)
         try:
             self.env = lmdb.open(source, map_size=_LMDB_START_MAP, readonly=(mode == 'read'),
-                                 lock=(mode != 'read'), create=(mode == 'new'), max_readers=126)
+                                 lock=(mode != 'read'), create=(mode == 'new'), max_readers=126,
+                                 meminit=False)
         except lmdb.Error as e:
             raise DBError('cannot open LMDB %s: %s' % (source, e)) from None
+        _log.info('db_lmdb.cpp', 'Opened lmdb %s' % source)
 
     def new_transaction(self) -> _LMDBTransaction:
         return _LMDBTransaction(self)
@@ -118,6 +122,7 @@ class LevelDB:
                                 error_if_exists=(mode == 'new'))
         except Exception as e:  # plyvel's own error types
             raise DBError('cannot open LevelDB %s: %s' % (source, e)) from None
+        _log.info('db_leveldb.cpp', 'Opened leveldb %s' % source)
 
     def new_transaction(self) -> _LevelDBTransaction:
         return _LevelDBTransaction(self)
@@ -143,3 +148,23 @@ def open_db(backend: str, source: str, mode: str = 'read'):
     if mode not in MODES:
         raise DBError('Unknown database mode %r (use read, write or new)' % mode)
     return cls(source, mode)
+
+
+def write_records(db, records: Iterable[Tuple[Union[str, bytes], bytes]], where: str,
+                  every: int = 1000) -> int:
+    """Put `records` (key, value) into the open database `db` in transactions of `every`
+    puts, logging `Processed N files.` (tagged `where`) at each commit and after the last
+    one, as Caffe's converters do; returns how many were put."""
+    txn = db.new_transaction()
+    count = 0
+    for key, value in records:
+        txn.put(key, value)
+        count += 1
+        if count % every == 0:
+            txn.commit()
+            txn = db.new_transaction()
+            _log.info(where, 'Processed %d files.' % count)
+    if count % every != 0:
+        txn.commit()
+        _log.info(where, 'Processed %d files.' % count)
+    return count

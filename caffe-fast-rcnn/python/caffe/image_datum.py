@@ -1,43 +1,80 @@
-"""Images into Datum records and back, as Caffe's util/io.cpp does with OpenCV.
+"""Images into Datum records and back, as Caffe's util/io.cpp does with OpenCV (with SSD's
+min_dim/max_dim resizing), for the data tools: convert_imageset, convert_annoset,
+get_image_size and compute_image_mean.
+
+Every image is read and decoded through caffe.image_file, so that a missing, truncated or
+undecodable file is an ImageError naming it where OpenCV's imread would give nothing or a
+grey-padded picture; the failure is also logged at level E as Caffe's reader logs it.
 
 A raw Datum holds uint8 values in channel x height x width order, channels in OpenCV's
-order (BGR for colour, one channel for grey). An encoded Datum holds the bytes of an image
-file (`encoded: true`, no shape). convert_imageset and compute_image_mean are built on these.
+order (BGR for colour, one channel for grey), with `encoded: false` (Caffe's CVMatToDatum).
+An encoded Datum holds the bytes of an image file (`encoded: true`) and, as SSD's Caffe
+writes them, the image's channels, height and width.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import NamedTuple, Optional, Tuple
 
+import cv2
 import numpy as np
 
-from .errors import CaffeError
+from . import _log, image_file
+from .errors import ImageError
 from .proto import caffe_pb2
 
-
-class ImageError(CaffeError):
-    """An image or Datum that cannot be read or decoded."""
+_IO = 'io.cpp'
 
 
-def _cv2():
-    import cv2
-    return cv2
+class LoadedImage(NamedTuple):
+    """An image file read for a Datum."""
+    image: np.ndarray           # H x W x C uint8 (BGR or grey), after the requested resizing
+    data: np.ndarray            # the file's bytes
+    original: Tuple[int, int]   # (height, width) before resizing
 
 
-def read_image(filename: str, height: int = 0, width: int = 0, is_color: bool = True
-               ) -> Optional[np.ndarray]:
-    """ReadImageToCVMat: the image as H x W x C uint8 (BGR), resized (bilinear) to
-    height x width when both are positive; None when OpenCV cannot read the file."""
-    cv2 = _cv2()
-    img = cv2.imread(filename, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        return None
+def _resize(img: np.ndarray, height: int, width: int, min_dim: int, max_dim: int) -> np.ndarray:
+    """ReadImageToCVMat's resizing: min_dim/max_dim scale both sides by one float factor
+    (the short side up to min_dim, then the long side down to max_dim); else height x width
+    when both are positive. Bilinear, OpenCV's default."""
+    if min_dim > 0 or max_dim > 0:
+        short, long = min(img.shape[:2]), max(img.shape[:2])
+        factor = np.float32(1)
+        if min_dim > 0 and short < min_dim:
+            factor = np.float32(min_dim) / np.float32(short)
+        if max_dim > 0 and int(factor * np.float32(long)) > max_dim:
+            factor = np.float32(max_dim) / np.float32(long)
+        if factor != 1:
+            return cv2.resize(img, None, fx=float(factor), fy=float(factor))
+        return img
     if height > 0 and width > 0:
-        img = cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
-    return img if img.ndim == 3 else img[:, :, None]
+        return cv2.resize(img, (width, height), interpolation=cv2.INTER_LINEAR)
+    return img
+
+
+def read_image(path: str, height: int = 0, width: int = 0, is_color: bool = True,
+               min_dim: int = 0, max_dim: int = 0) -> LoadedImage:
+    """ReadImageToCVMat: the image at `path` as colour (BGR) or grey, resized as asked (see
+    _resize), with the file's bytes and its original size. A file that is missing,
+    truncated or not an image raises ImageError naming it, after Caffe's E log line."""
+    try:
+        data = image_file.read_file(path)
+    except ImageError:
+        _log.error(_IO, 'Could not open or find file %s' % path)
+        raise
+    try:
+        img = image_file.decode_image(
+            data, cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE, path)
+    except ImageError as e:
+        _log.error(_IO, str(e))
+        raise
+    original = (int(img.shape[0]), int(img.shape[1]))
+    img = _resize(img, height, width, min_dim, max_dim)
+    return LoadedImage(img if img.ndim == 3 else img[:, :, None], data, original)
 
 
 def matches_ext(filename: str, encoding: str) -> bool:
-    """Whether the file's extension is `encoding` (jpeg counts as jpg), case-insensitively."""
+    """Caffe's matchExt: is the file's extension `encoding` (jpeg counts as jpg),
+    case-insensitively? A name without a dot is compared whole."""
     dot = filename.rfind('.')
     ext = (filename[dot + 1:] if dot >= 0 else filename).lower()
     enc = encoding.lower()
@@ -45,54 +82,51 @@ def matches_ext(filename: str, encoding: str) -> bool:
 
 
 def image_to_datum(img: np.ndarray, label: Optional[int] = None) -> caffe_pb2.Datum:
-    """CVMatToDatum: an H x W x C uint8 image as a raw Datum (C x H x W bytes)."""
+    """CVMatToDatum: an H x W [x C] uint8 image as a raw Datum (C x H x W bytes)."""
     if img.dtype != np.uint8:
         raise ImageError('Image data type must be unsigned byte, got %s' % img.dtype)
     if img.ndim == 2:
         img = img[:, :, None]
-    datum = caffe_pb2.Datum()
-    datum.channels, datum.height, datum.width = img.shape[2], img.shape[0], img.shape[1]
+    datum = caffe_pb2.Datum(channels=img.shape[2], height=img.shape[0], width=img.shape[1],
+                            encoded=False)
     datum.data = np.ascontiguousarray(img.transpose(2, 0, 1)).tobytes()
     if label is not None:
         datum.label = int(label)
     return datum
 
 
-def file_to_datum(filename: str, label: int) -> caffe_pb2.Datum:
-    """ReadFileToDatum: the file's bytes as an encoded Datum."""
-    with open(filename, 'rb') as f:
-        data = f.read()
-    datum = caffe_pb2.Datum()
-    datum.data = data
-    datum.label = int(label)
-    datum.encoded = True
+def image_datum(loaded: LoadedImage, path: str, label: int, encoding: str = '',
+                is_color: bool = True, resize_asked: bool = False) -> caffe_pb2.Datum:
+    """ReadImageToDatum's choice for an image already read: without an `encoding`, raw
+    pixels; with one ('png', 'jpg', ...), the file's own bytes when nothing needs changing
+    (same colour mode, no resizing asked, the file already of that type), else the image
+    encoded so (an encoding that names no type, such as SSD's guessed '.jpg', always
+    re-encodes)."""
+    img = loaded.image
+    if not encoding:
+        return image_to_datum(img, label)
+    datum = caffe_pb2.Datum(channels=img.shape[2], height=img.shape[0], width=img.shape[1],
+                            label=int(label), encoded=True)
+    if (img.shape[2] == 3) == is_color and not resize_asked and matches_ext(path, encoding):
+        datum.data = loaded.data.tobytes()
+        return datum
+    try:
+        ok, buf = cv2.imencode('.' + encoding, img)
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ImageError('%s: cannot encode the image as %r' % (path, encoding))
+    datum.data = buf.tobytes()
     return datum
 
 
-def read_image_to_datum(filename: str, label: int, height: int = 0, width: int = 0,
-                        is_color: bool = True, encoding: str = '') -> Optional[caffe_pb2.Datum]:
-    """ReadImageToDatum: the image at `filename` as a Datum; None when it cannot be read.
-
-    With an `encoding` ('png', 'jpg', ...) the Datum holds encoded bytes: the file's own
-    bytes when nothing needs changing (same colour mode, no resize, the file already of that
-    type), else the image re-encoded. Without one it holds raw pixels.
-    """
-    img = read_image(filename, height, width, is_color)
-    if img is None:
-        return None
-    if encoding:
-        if (img.shape[2] == 3) == is_color and not height and not width \
-                and matches_ext(filename, encoding):
-            return file_to_datum(filename, label)
-        ok, buf = _cv2().imencode('.' + encoding, img)
-        if not ok:
-            raise ImageError('cannot encode %s as %s' % (filename, encoding))
-        datum = caffe_pb2.Datum()
-        datum.data = buf.tobytes()
-        datum.label = int(label)
-        datum.encoded = True
-        return datum
-    return image_to_datum(img, label)
+def read_image_to_datum(path: str, label: int, height: int = 0, width: int = 0,
+                        is_color: bool = True, encoding: str = '', min_dim: int = 0,
+                        max_dim: int = 0) -> caffe_pb2.Datum:
+    """ReadImageToDatum: the image at `path` as a Datum (see read_image and image_datum)."""
+    loaded = read_image(path, height, width, is_color, min_dim, max_dim)
+    return image_datum(loaded, path, label, encoding, is_color,
+                       bool(height or width or min_dim or max_dim))
 
 
 def decode_datum_native(datum: caffe_pb2.Datum) -> caffe_pb2.Datum:
@@ -100,32 +134,9 @@ def decode_datum_native(datum: caffe_pb2.Datum) -> caffe_pb2.Datum:
     BGR, 8 bits) into a raw one with the same label; a raw Datum is returned as it is."""
     if not datum.encoded:
         return datum
-    cv2 = _cv2()
-    img = cv2.imdecode(np.frombuffer(datum.data, dtype=np.uint8), cv2.IMREAD_ANYCOLOR)
-    if img is None:
-        raise ImageError('Could not decode datum (label %d)' % datum.label)
+    img = image_file.decode_image(np.frombuffer(datum.data, dtype=np.uint8),
+                                  cv2.IMREAD_ANYCOLOR, 'in a Datum (label %d)' % datum.label)
     out = image_to_datum(img)
     if datum.HasField('label'):
         out.label = datum.label
     return out
-
-
-def list_file_entries(path: str):
-    """The (filename, label) lines of an image list: the label is after the last space, so
-    file names may hold spaces (as in Caffe's convert_imageset)."""
-    entries = []
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            line = line.rstrip('\r\n')
-            if not line.strip():
-                continue
-            pos = line.rfind(' ')
-            if pos < 0:
-                raise ImageError('%s:%d: expected "<file> <label>", got %r' % (path, n, line))
-            try:
-                label = int(line[pos + 1:])
-            except ValueError:
-                raise ImageError('%s:%d: the label %r is not an integer'
-                                 % (path, n, line[pos + 1:])) from None
-            entries.append((line[:pos], label))
-    return entries

@@ -27,7 +27,7 @@ import numpy as np
 
 from .errors import ImageError
 
-__all__ = ['read_image', 'decode_image', 'truncation', 'check_complete']
+__all__ = ['read_image', 'read_file', 'decode_image', 'truncation', 'check_complete']
 
 _JPEG_SOI = b'\xff\xd8\xff'
 
@@ -87,16 +87,22 @@ def decode_image(data: Union[bytes, bytearray, memoryview, np.ndarray],
     return img
 
 
-def read_image(path: Union[str, os.PathLike], flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
-    """`cv2.imread(path, flags)` that raises ImageError naming the file when it is
-    missing, unreadable, truncated or not an image (imread returns None or a grey-padded
-    picture)."""
+def read_file(path: Union[str, os.PathLike]) -> np.ndarray:
+    """The bytes of the image file at `path` (uint8 array); ImageError naming the file when
+    it is missing or unreadable. decode_image checks and decodes them."""
     path = os.fspath(path)
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        return np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
         raise ImageError('cannot read image %s: no such file' % path) from None
     except (OSError, ValueError) as e:
         raise ImageError('cannot read image %s: %s' % (path, getattr(e, 'strerror', None) or e)) \
             from None
-    return decode_image(data, flags, path)
+
+
+def read_image(path: Union[str, os.PathLike], flags: int = cv2.IMREAD_COLOR) -> np.ndarray:
+    """`cv2.imread(path, flags)` that raises ImageError naming the file when it is
+    missing, unreadable, truncated or not an image (imread returns None or a grey-padded
+    picture)."""
+    path = os.fspath(path)
+    return decode_image(read_file(path), flags, path)
