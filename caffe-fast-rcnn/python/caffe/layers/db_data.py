@@ -317,7 +317,8 @@ def _stop_all_prefetchers() -> None:
 
 
 class _PrefetchingLayer(DataLayer):
-    """Shared by Data and ImageData: shapes the tops, runs the batch maker, hands out batches."""
+    """Shared by Data, ImageData, AnnotatedData and WindowData: shapes the tops, runs the
+    batch maker, hands out batches."""
 
     _prefetcher: Optional[_Prefetcher] = None
     _load: Optional[Callable[[], Batch]] = None
@@ -349,12 +350,12 @@ class _PrefetchingLayer(DataLayer):
     def __del__(self):
         self.close()
 
-    def _shape_tops(self, top, first_image: np.ndarray, batch_size: int, where: str) -> None:
-        shape = self.transformer.check(first_image.shape, NetError)
+    def _shape_tops(self, top, shape: Tuple[int, int, int], batch_size: int, where: str) -> None:
+        """Data top batch_size x `shape`, label top (when there is one) a label per item."""
         top[0].reshape(batch_size, *shape)
         if len(top) > 1:
             top[1].reshape(batch_size)
-        _log.info(where, 'output data size: %d,%d,%d,%d' % ((batch_size,) + shape))
+        _log.info(where, 'output data size: %d,%d,%d,%d' % ((batch_size,) + tuple(shape)))
 
 
 def _check_batch_size(layer: str, batch_size: int) -> int:
@@ -364,26 +365,39 @@ def _check_batch_size(layer: str, batch_size: int) -> int:
     return batch_size
 
 
-@register('Data')
-class Data(_PrefetchingLayer):
-    """Datums from an LMDB or LevelDB (see the module docstring)."""
+class _DatabaseLayer(_PrefetchingLayer):
+    """Shared by Data and AnnotatedData, whose batches are records of data_param.source."""
     min_top = 1
     max_top = 2
 
-    def setup(self, bottom, top):
+    def _open_source(self, transformer_class: type, where: str) -> Tuple[int, ShardedRecords]:
+        """The common start: check batch_size, warn of data_param's ignored transformation
+        fields, make `self.transformer`, open this rank's share of the records (after
+        rand_skip). Returns (batch_size, records)."""
         lp = self.layer_param
         p = lp.data_param
         name = lp.name
         batch_size = _check_batch_size(name, int(p.batch_size))
         for field in ('scale', 'mean_file', 'crop_size', 'mirror'):
             if p.HasField(field):
-                _log.warning('data_layer.cpp', 'layer %s: data_param.%s is deprecated and ignored; '
-                             'put it in transform_param' % (name, field))
-        self.transformer = DataTransformer(lp.transform_param, self.phase, name, _numpy_dtype(),
-                                           force_encoded_color=p.force_encoded_color)
-        records = open_records(p, name, self.phase)
-        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1, name)
-        self._shape_tops(top, maker.peek(), batch_size, 'data_layer.cpp')
+                _log.warning(where, 'layer %s: data_param.%s is deprecated and ignored; put it in '
+                             'transform_param' % (name, field))
+        self.transformer = transformer_class(lp.transform_param, self.phase, name, _numpy_dtype(),
+                                             force_encoded_color=p.force_encoded_color)
+        return batch_size, open_records(p, name, self.phase, self.type, where)
+
+
+@register('Data')
+class Data(_DatabaseLayer):
+    """Datums from an LMDB or LevelDB (see the module docstring)."""
+
+    def setup(self, bottom, top):
+        where = 'data_layer.cpp'
+        batch_size, records = self._open_source(DataTransformer, where)
+        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1,
+                              self.layer_param.name)
+        shape = self.transformer.check(maker.peek().shape, NetError)
+        self._shape_tops(top, shape, batch_size, where)
         self.transformer.init_rand()
         self._start(maker)
 
@@ -425,7 +439,8 @@ class ImageData(_PrefetchingLayer):
             first = maker.image(maker.pos)
         except LayerError as e:
             raise NetError(str(e)) from None
-        self._shape_tops(top, first, batch_size, 'image_data_layer.cpp')
+        self._shape_tops(top, self.transformer.check(first.shape, NetError), batch_size,
+                         'image_data_layer.cpp')
         self.transformer.init_rand()
         self._start(maker)
 
