@@ -32,7 +32,6 @@ from typing import Dict, Iterable, Iterator, List, Optional, Tuple, Union
 from . import _log
 from .errors import CaffeError
 
-BACKENDS = ('lmdb', 'leveldb')
 MODES = ('read', 'write', 'new')
 _LMDB_START_MAP = 1 << 30  # 1 GB of address space (the file grows as written); doubled as needed
 

@@ -21,7 +21,7 @@ import os
 import numpy as np
 import torch
 
-from .. import _log, bbox_util, detection_results
+from .. import _log, bbox_util, detection_results, labelmap
 from ..errors import CaffeError, LayerError
 from ..layer import Layer
 from ..proto import caffe_pb2
@@ -88,9 +88,8 @@ class DetectionOutput(Layer):
         self.label_names = {}
         if sp.HasField('label_map_file') and sp.label_map_file:
             try:
-                lm = detection_results.read_label_map(sp.label_map_file)
-                self.label_names = detection_results.label_to_name(lm, True, False,
-                                                                   sp.label_map_file)
+                self.label_names = labelmap.map_label_to_name(
+                    labelmap.read_label_map(sp.label_map_file), True, sp.label_map_file)
             except (CaffeError, OSError) as e:
                 raise self._fail('Failed to read label map file %s: %s'
                                  % (sp.label_map_file, e)) from None
