@@ -68,16 +68,9 @@ def _flags() -> Flags:
 
 # ---- devices -------------------------------------------------------------------------------------
 
-def _gpu_count() -> int:
-    if torch.cuda.is_available():
-        return torch.cuda.device_count()
-    mps = getattr(torch.backends, 'mps', None)
-    return 1 if (mps is not None and mps.is_available()) else 0
-
-
 def _get_gpus(flag: str) -> List[int]:
     if flag == 'all':
-        return list(range(_gpu_count()))
+        return list(range(_parallel.gpu_count()))
     if flag:
         try:
             return [int(s) for s in flag.split(',')]
@@ -95,7 +88,7 @@ def _use_devices(gpus: List[int], single: bool) -> None:
         _log.info(_CAFFE_CPP + ':178', 'Use CPU.')
         _config.set_mode_cpu()
         return
-    if _gpu_count() == 0:
+    if _parallel.gpu_count() == 0:
         raise Fatal('Cannot use GPU %s: PyTorch sees no GPU on this machine (run without '
                      '--gpu to use the CPU)' % ', '.join(map(str, gpus)))
     if single:
@@ -174,7 +167,7 @@ def train(flags: Flags, argv: List[str]) -> int:
         param.train_state.stage.append(s)
     gpu_flag = flags.gpu
     if not gpu_flag and param.solver_mode == caffe_pb2.SolverParameter.GPU:
-        if _gpu_count():
+        if _parallel.gpu_count():
             gpu_flag = str(param.device_id)
         else:
             _log.warning(_CAFFE_CPP + ':170', 'solver_mode is GPU but PyTorch sees no GPU on this '
@@ -189,7 +182,7 @@ def train(flags: Flags, argv: List[str]) -> int:
             param.device_id = _config.device().index or 0
     elif len(gpus) > 1:
         _log.info(_CAFFE_CPP + ':185', 'Using GPUs %s' % ', '.join(map(str, gpus)))
-        if not _gpu_count():
+        if not _parallel.gpu_count():
             _log.warning(_CAFFE_CPP + ':186', 'PyTorch sees no GPU on this machine: training '
                          'with %d CPU ranks' % len(gpus))
         return _parallel.spawn_command([sys.executable, '-m', 'caffe'] + argv,
@@ -339,7 +332,7 @@ def time(flags: Flags, argv: List[str]) -> int:
 def device_query(flags: Flags, argv: List[str]) -> int:
     _log.info(_CAFFE_CPP + ':127', 'Querying GPUs ' + flags.gpu)
     gpus = _get_gpus(flags.gpu)
-    if not _gpu_count():
+    if not _parallel.gpu_count():
         _log.info(_CAFFE_CPP + ':130', 'PyTorch sees no GPU on this machine; CPU with %d threads'
                   % torch.get_num_threads())
         return 0
