@@ -376,10 +376,7 @@ def _run(argv: List[str]) -> int:
 
 
 def _failed(status: int) -> int:
-    """A rank of a data-parallel job that failed exits at once: tearing down its process
-    group at interpreter exit would wait for a rank that is dead or hung."""
+    """A rank of a data-parallel job that failed exits at once (parallel.exit_failed_rank)."""
     if status and _parallel.current() is not None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(status)
+        _parallel.exit_failed_rank(status)
     return status
