@@ -146,6 +146,12 @@ def _write(directory: str, fname: str, text: str) -> None:
     protoio.atomic_write(os.path.join(directory, fname), text.encode())
 
 
+def clear_voc_files(directory: str, prefix: str, class_names: Sequence[str]) -> None:
+    """Empty the VOC result file of each class name (what a new test pass starts with)."""
+    for name in class_names:
+        _write(directory, prefix + name + '.txt', '')
+
+
 def write_voc(directory, prefix, detections, names, classes) -> None:
     for fname, text in voc_files(detections, names, classes, prefix).items():
         _write(directory, fname, text)

@@ -133,13 +133,6 @@ class DetectionOutput(Layer):
 
     # ---- shapes ---------------------------------------------------------------------------
     def reshape(self, bottom, top):
-        if self.need_save and self.name_count % self.num_test_image == 0 \
-                and self.output_format == 'VOC':
-            # A new pass begins: empty the class files, as Caffe truncates them.
-            for c, cname in self.label_names.items():
-                if c != self.bg:
-                    detection_results._write(self.output_directory,
-                                             self.output_prefix + cname + '.txt', '')
         self.num, self.num_priors = check_predictions(bottom, self.loc_classes, self.num_classes,
                                                       self.share, 3, self._fail)
         top[0].reshape(1, 1, 1, 7)
@@ -200,6 +193,12 @@ class DetectionOutput(Layer):
         return img, ci, pi, sc, boxes
 
     def forward(self, bottom, top):
+        if self.need_save and self.name_count % self.num_test_image == 0 \
+                and self.output_format == 'VOC':
+            # A new pass begins: empty the class files, as Caffe's forward truncates them.
+            detection_results.clear_voc_files(
+                self.output_directory, self.output_prefix,
+                [name for c, name in self.label_names.items() if c != self.bg])
         img, labels, pi, sc, boxes = self.detect(bottom)
         dtype, dev = bottom[0].tensor.dtype, bottom[0].tensor.device
         det = boxes[img, pi, torch.zeros_like(labels) if self.share else labels]
