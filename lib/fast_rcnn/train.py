@@ -112,8 +112,7 @@ class SolverWrapper(object):
     def _remove_stale_temps(self) -> None:
         """Remove the temporaries of snapshots a killed run was writing: files named
         `.<snapshot_prefix>[_<SNAPSHOT_INFIX>]_iter_*.tmp` of writers no longer running."""
-        infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
-        stem = os.path.join(self.output_dir, self.solver_param.snapshot_prefix + infix + '_iter_')
+        stem = self._snapshot_stem()
         for path in atomic_files.remove_stale_temps(os.path.dirname(stem),
                                                     os.path.basename(stem)):
             print('Removed the temporary file of an interrupted snapshot: {}'.format(path))
@@ -163,11 +162,14 @@ class SolverWrapper(object):
                 biases.data[...] = orig_1
         return filename
 
-    def _snapshot_filename(self) -> str:
+    def _snapshot_stem(self) -> str:
+        """`<output_dir>/<snapshot_prefix>[_<SNAPSHOT_INFIX>]_iter_`: what snapshot names
+        (and their temporaries' targets) start with."""
         infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
-        filename = (self.solver_param.snapshot_prefix + infix +
-                    '_iter_{:d}'.format(self.solver.iter) + '.caffemodel')
-        return os.path.join(self.output_dir, filename)
+        return os.path.join(self.output_dir, self.solver_param.snapshot_prefix + infix + '_iter_')
+
+    def _snapshot_filename(self) -> str:
+        return '{}{:d}.caffemodel'.format(self._snapshot_stem(), self.solver.iter)
 
     def train_model(self, max_iters: int) -> List[str]:
         """Step the solver up to ``max_iters``; return the snapshot paths, in order.

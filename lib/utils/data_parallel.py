@@ -81,6 +81,5 @@ def rank_main(main: Callable) -> Callable:
             if parallel.current() is None:
                 raise
             traceback.print_exc()
-            sys.stderr.flush()
-            os._exit(1)
+            parallel.exit_failed_rank(1)
     return run

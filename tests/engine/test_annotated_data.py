@@ -433,6 +433,17 @@ def test_data_only_top(db):
     assert net.blobs['data'].data.shape == (2, 3, 100, 120)
 
 
+def test_data_params_transformation_fields_are_ignored_with_a_warning_as_in_data(db, capfd,
+                                                                                monkeypatch):
+    monkeypatch.setenv('GLOG_minloglevel', '0')
+    net = make_net(net_text(db, batch_size=1, extra_data='crop_size: 10 mirror: true'))
+    assert net.blobs['data'].data.shape == (1, 3, 100, 120)
+    err = capfd.readouterr().err
+    for field in ('crop_size', 'mirror'):
+        assert 'annotated_data_layer.cpp] layer d: data_param.%s is deprecated and ignored' \
+            % field in err
+
+
 # ---- bad input --------------------------------------------------------------------------------
 
 def test_empty_database_names_layer_and_source(tmp_path):

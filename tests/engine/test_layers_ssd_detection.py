@@ -195,6 +195,16 @@ def test_save_voc(tmp_path):
     assert not (out / 'comp4_none_of_the_above.txt').exists()
 
 
+def test_voc_files_are_emptied_by_the_first_forward_of_a_pass_not_by_building_the_net(tmp_path):
+    (tmp_path / 'out').mkdir()
+    earlier = tmp_path / 'out' / 'comp4_cat.txt'
+    earlier.write_text('img9 0.5 1 2 3 4\n')              # the results of an earlier run
+    net = save_case(tmp_path, 'VOC')
+    assert earlier.read_text() == 'img9 0.5 1 2 3 4\n'    # as Caffe: set-up leaves them
+    net.forward()
+    assert earlier.read_text() == ''
+
+
 def test_save_coco(tmp_path):
     net = save_case(tmp_path, 'COCO', num_test_image=1)
     net.forward()

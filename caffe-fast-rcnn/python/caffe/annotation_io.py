@@ -40,7 +40,7 @@ import numpy as np
 
 from . import _log
 from .errors import CaffeError
-from .image_datum import image_datum, read_image
+from .image_datum import image_datum, load_image
 from .proto import caffe_pb2
 
 _IO = 'io.cpp'
@@ -211,7 +211,7 @@ def read_rich_image(path: str, label_path: str, height: int, width: int, min_dim
     if reader is None:
         raise AnnotationError('Unknown label file type %r (expected xml, json or txt)'
                               % label_type)
-    loaded = read_image(path, height, width, is_color, min_dim, max_dim)
+    loaded = load_image(path, height, width, is_color, min_dim, max_dim)
     ad = caffe_pb2.AnnotatedDatum(type=caffe_pb2.AnnotatedDatum.BBOX)
     ad.datum.CopyFrom(image_datum(loaded, path, -1, encoding, is_color,
                                   bool(height or width or min_dim or max_dim)))

@@ -9,8 +9,10 @@ ends them. An unknown flag is an error (`ERROR: unknown command line flag 'x'`),
 (`Flags.define`) with the default that gives the flag its type.
 
 `run_tool` wraps a tool's body as Caffe's CHECK/LOG(FATAL) do: a failure is logged at level F
-with the tool's source tag and the process exits with status 1. `read_list` reads the
-`<image> <label or annotation>` lists of the data tools.
+with the tool's source tag and the process exits with status 1. The tool's own failures
+(`Fatal`) read as Caffe's messages; an error from elsewhere (the engine, the OS) is prefixed
+with its kind (`NetError: ...`). `read_list` reads the `<image> <label or annotation>` lists
+of the data tools.
 """
 from __future__ import annotations
 
@@ -33,14 +35,16 @@ class Fatal(CaffeError):
 
 
 class _Flag:
-    __slots__ = ('name', 'default', 'help', 'value')
+    __slots__ = ('name', 'default', 'help', 'value', 'given')
 
     def __init__(self, name: str, default: Value, help: str):
         self.name, self.default, self.help, self.value = name, default, help, default
+        self.given = False
 
 
 _TRUE = ('true', 't', 'yes', 'y', '1')
 _FALSE = ('false', 'f', 'no', 'n', '0')
+_TYPE_NAMES = {bool: 'bool', int: 'int32', float: 'double', str: 'string'}  # as gflags names them
 
 
 class Flags:
@@ -61,8 +65,13 @@ class Flags:
             return flags[name].value
         raise AttributeError(name)
 
+    def given(self, name: str) -> bool:
+        """Whether the command line set flag `name` (gflags' `!is_default`)."""
+        return self._flags[name].given
+
     def _set(self, flag: _Flag, text: str) -> None:
         kind = type(flag.default)
+        flag.given = True
         try:
             if kind is bool:
                 low = text.lower()
@@ -73,7 +82,7 @@ class Flags:
                 flag.value = kind(text)
         except ValueError:
             raise FlagError("ERROR: illegal value '%s' specified for %s flag '%s'"
-                            % (text, kind.__name__, flag.name)) from None
+                            % (text, _TYPE_NAMES[kind], flag.name)) from None
 
     def parse(self, argv: Sequence[str]) -> List[str]:
         """Set the flags found in argv; the other arguments, in order. `-help` prints the
@@ -99,14 +108,14 @@ class Flags:
             if flag is None and name.startswith('no') and not eq:
                 negated = self._flags.get(name[2:])
                 if negated is not None and isinstance(negated.default, bool):
-                    negated.value = False
+                    negated.value, negated.given = False, True
                     continue
             if flag is None:
                 raise FlagError("ERROR: unknown command line flag '%s'" % name)
             if eq:
                 self._set(flag, text)
             elif isinstance(flag.default, bool):
-                flag.value = True
+                flag.value, flag.given = True, True
             elif i < len(args):
                 self._set(flag, args[i])
                 i += 1
@@ -118,7 +127,7 @@ class Flags:
         lines = ['%s: %s' % (self.program, self.usage.rstrip('\n')), '',
                  '  Flags from %s:' % self.source]
         for f in self._flags.values():
-            kind = {bool: 'bool', int: 'int32', float: 'double', str: 'string'}[type(f.default)]
+            kind = _TYPE_NAMES[type(f.default)]
             default = ('"%s"' % f.default if isinstance(f.default, str)
                        else str(f.default).lower() if isinstance(f.default, bool) else f.default)
             lines.append('    -%s (%s) type: %s default: %s' % (f.name, f.help, kind, default))
@@ -138,10 +147,10 @@ def run_tool(body: Callable[[List[str]], int], argv: Optional[Sequence[str]], wh
     except FlagError as e:
         sys.stderr.write('%s\n' % e)
         return 1
-    except CaffeError as e:
+    except Fatal as e:
         _log.log('F', where, str(e))
         return 1
-    except OSError as e:
+    except (CaffeError, OSError) as e:
         _log.log('F', where, '%s: %s' % (type(e).__name__, e))
         return 1
 
@@ -149,7 +158,6 @@ def run_tool(body: Callable[[List[str]], int], argv: Optional[Sequence[str]], wh
 def split_list(text: str) -> List[str]:
     """Caffe's comma-separated flag values (`a,b,c`); empty parts are dropped."""
     return [s for s in text.split(',') if s]
-
 
 
 def read_list(path: str, second: Callable[[str], T] = int, what: str = 'label',

@@ -1,8 +1,7 @@
-"""Files around SSD's detections: label maps, name-size lists, and the result files
-DetectionOutput writes with `save_output_param` (Caffe's util/io and the writer in
-detection_output_layer.cpp).
+"""Files around SSD's detections: name-size lists, and the result files DetectionOutput
+writes with `save_output_param` (Caffe's util/io and the writer in
+detection_output_layer.cpp); label maps are caffe/labelmap.py's.
 
-  label map      prototxt LabelMap: item { name label display_name }
   name-size file one image per line: "name height width"
   VOC            one file per class, <prefix><class name>.txt, lines
                  "image score xmin ymin xmax ymax" (integer pixel corners)
@@ -25,26 +24,6 @@ import numpy as np
 
 from . import protoio
 from .errors import ParseError
-from .proto import caffe_pb2
-
-
-def read_label_map(path: str) -> caffe_pb2.LabelMap:
-    """A LabelMap prototxt; parse errors name the file, line and column."""
-    return protoio.read_text(path, caffe_pb2.LabelMap)
-
-
-def label_to_name(label_map: caffe_pb2.LabelMap, strict: bool = True,
-                  display: bool = False, path: str = '<label map>') -> Dict[int, str]:
-    """Caffe's MapLabelToName / MapLabelToDisplayName: label -> name. With `strict`, a
-    label listed twice is an error (Caffe: "There are many duplicates of label")."""
-    out: Dict[int, str] = {}
-    for item in label_map.item:
-        if item.label in out and strict:
-            raise ParseError(path, 'There are many duplicates of label %d (%r and %r)'
-                             % (item.label, out[item.label],
-                                item.display_name if display else item.name))
-        out[item.label] = item.display_name if display else item.name
-    return out
 
 
 def read_name_size_file(path: str) -> List[Tuple[str, int, int]]:
@@ -165,6 +144,12 @@ def ilsvrc_text(detections: Sequence[Detection]) -> str:
 
 def _write(directory: str, fname: str, text: str) -> None:
     protoio.atomic_write(os.path.join(directory, fname), text.encode())
+
+
+def clear_voc_files(directory: str, prefix: str, class_names: Sequence[str]) -> None:
+    """Empty the VOC result file of each class name (what a new test pass starts with)."""
+    for name in class_names:
+        _write(directory, prefix + name + '.txt', '')
 
 
 def write_voc(directory, prefix, detections, names, classes) -> None:

@@ -51,7 +51,7 @@ def _resize(img: np.ndarray, height: int, width: int, min_dim: int, max_dim: int
     return img
 
 
-def read_image(path: str, height: int = 0, width: int = 0, is_color: bool = True,
+def load_image(path: str, height: int = 0, width: int = 0, is_color: bool = True,
                min_dim: int = 0, max_dim: int = 0) -> LoadedImage:
     """ReadImageToCVMat: the image at `path` as colour (BGR) or grey, resized as asked (see
     _resize), with the file's bytes and its original size. A file that is missing,
@@ -123,8 +123,8 @@ def image_datum(loaded: LoadedImage, path: str, label: int, encoding: str = '',
 def read_image_to_datum(path: str, label: int, height: int = 0, width: int = 0,
                         is_color: bool = True, encoding: str = '', min_dim: int = 0,
                         max_dim: int = 0) -> caffe_pb2.Datum:
-    """ReadImageToDatum: the image at `path` as a Datum (see read_image and image_datum)."""
-    loaded = read_image(path, height, width, is_color, min_dim, max_dim)
+    """ReadImageToDatum: the image at `path` as a Datum (see load_image and image_datum)."""
+    loaded = load_image(path, height, width, is_color, min_dim, max_dim)
     return image_datum(loaded, path, label, encoding, is_color,
                        bool(height or width or min_dim or max_dim))
 

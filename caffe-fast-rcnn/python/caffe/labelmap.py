@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Dict
 
 from . import protoio
-from .errors import CaffeError
+from .errors import ParseError
 from .proto import caffe_pb2
 
 
@@ -28,8 +28,8 @@ def _mapping(label_map: caffe_pb2.LabelMap, strict: bool, path: str, key: str,
     for item in label_map.item:
         k, v = getattr(item, key), getattr(item, value)
         if strict and k in out:
-            raise CaffeError('%sThere are many duplicates of %s: %s'
-                             % (('%s: ' % path) if path else '', key, k))
+            raise ParseError(path or '<label map>', 'There are many duplicates of %s %s (%r and '
+                             '%r)' % (key, k, out[k], v))
         out[k] = v
     return out
 

@@ -39,8 +39,6 @@ from .bbox_util import bbox_size, jaccard_overlap
 from .errors import NetError
 from .proto import caffe_pb2
 
-UNIT_BOX = np.array([0.0, 0.0, 1.0, 1.0])
-
 _Resize = caffe_pb2.ResizeParameter
 _Emit = caffe_pb2.EmitConstraint
 
@@ -61,14 +59,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def clip_bbox(boxes: np.ndarray) -> np.ndarray:
     """Caffe's ClipBBox: every coordinate clamped to [0, 1]."""
     return np.clip(boxes, 0.0, 1.0)
-
-
-def locate_bbox(src: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """Caffe's LocateBBox: boxes given in `src`'s coordinates, expressed in the image's."""
-    w, h = src[2] - src[0], src[3] - src[1]
-    scale = np.array([w, h, w, h])
-    offset = np.array([src[0], src[1], src[0], src[1]])
-    return boxes * scale + offset
 
 
 def project_bbox(src: np.ndarray, boxes: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:

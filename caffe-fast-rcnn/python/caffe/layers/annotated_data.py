@@ -35,8 +35,7 @@ from ..labelmap import read_label_map
 from ..proto import caffe_pb2
 from ..sampler import check_batch_sampler
 from . import register
-from .db_data import Batch, ShardedRecords, _check_batch_size, _numpy_dtype, _PrefetchingLayer
-from .db_data import open_records
+from .db_data import Batch, ShardedRecords, _DatabaseLayer
 
 _BBOX = caffe_pb2.AnnotatedDatum.BBOX
 _WHERE = 'annotated_data_layer.cpp'
@@ -135,16 +134,13 @@ class _AnnotatedBatches:
 
 
 @register('AnnotatedData')
-class AnnotatedData(_PrefetchingLayer):
+class AnnotatedData(_DatabaseLayer):
     """Annotated images from an LMDB of AnnotatedDatum (see the module docstring)."""
-    min_top = 1
-    max_top = 2
 
     def setup(self, bottom, top):
         lp = self.layer_param
         p, ap = lp.data_param, lp.annotated_data_param
         name = lp.name
-        batch_size = _check_batch_size(name, int(p.batch_size))
         for i, bs in enumerate(ap.batch_sampler):
             check_batch_sampler(bs, 'layer %r (AnnotatedData): batch_sampler %d' % (name, i))
         known = None
@@ -155,11 +151,8 @@ class AnnotatedData(_PrefetchingLayer):
                 raise NetError('layer %r (AnnotatedData): label_map_file: %s' % (name, e)) \
                     from None
             known = np.array(sorted({int(item.label) for item in label_map.item}), np.int64)
-        transformer = AnnotatedDataTransformer(lp.transform_param, self.phase, name,
-                                               _numpy_dtype(),
-                                               force_encoded_color=p.force_encoded_color)
-        self.transformer = transformer
-        records = open_records(p, name, self.phase, 'AnnotatedData', _WHERE)
+        batch_size, records = self._open_source(AnnotatedDataTransformer, _WHERE)
+        transformer = self.transformer
         maker = _AnnotatedBatches(records, transformer, batch_size, ap.batch_sampler, None,
                                   ap.HasField('anno_type'), len(top) > 1, known,
                                   ap.label_map_file, name, p.source)
@@ -169,8 +162,7 @@ class AnnotatedData(_PrefetchingLayer):
             shape = transformer.output_shape(img.shape, NetError)
         except LayerError as e:
             raise NetError(str(e)) from None
-        top[0].reshape(batch_size, *shape)
-        _log.info(_WHERE, 'output data size: %d,%d,%d,%d' % ((batch_size,) + shape))
+        self._shape_tops(top, shape, batch_size, _WHERE)
         if len(top) > 1:
             if ap.HasField('anno_type'):
                 if first.HasField('type'):

@@ -4,8 +4,9 @@ Data reads serialised `caffe_pb2.Datum` records in key order from `data_param.so
 starting again at the first key when the database runs out ("Restarting data prefetching
 from start."). A record holds raw uint8 pixels (`data`), floats (`float_data`), or an
 `encoded` JPEG/PNG that OpenCV decodes (BGR, as Caffe). The first top gets the batch after
-`transform_param` (see caffe/data_transform.py), a second top the Datums' labels. LMDB is
-read with the `lmdb` package; LevelDB only if the optional `plyvel` package is installed.
+`transform_param` (see caffe/data_transform.py), a second top the Datums' labels. The
+database is read through caffe/db.py (its `Cursor`): LMDB read-only, each one opened once per
+process; LevelDB only if the optional `plyvel` package is installed.
 
 ImageData reads "path label" lines from a text file (`image_data_param.source`), loads each
 image (root_folder + path) with OpenCV in color or gray, optionally resizes it to
@@ -30,7 +31,6 @@ reads a database (AnnotatedData) gets it by reading through that cursor.
 from __future__ import annotations
 
 import atexit
-import os
 import queue
 import threading
 import weakref
@@ -41,6 +41,7 @@ import torch
 
 from .. import _config, _log
 from .. import data_transform
+from .. import db as _db
 from .. import parallel as _parallel
 from ..data_transform import DataTransformer
 from ..errors import ImageError, LayerError, NetError
@@ -58,108 +59,10 @@ def _numpy_dtype() -> np.dtype:
     return np.dtype(torch.empty((), dtype=_config.dtype()).numpy().dtype)
 
 
-# ---- databases -----------------------------------------------------------------------------
-
-# One lmdb.Environment per database file: LMDB forbids opening the same environment twice in a
-# process, and a TRAIN net and a TEST net (or two solvers) may read the same database.
-# The environments stay open for the life of the process: py-lmdb refuses a second open of a
-# path while an earlier environment is still being torn down (seen when a net holding a weak
-# reference was collected), and read-only environments cost only their memory map.
-_LMDB_ENVS: 'dict[str, object]' = {}
-_LMDB_LOCK = threading.Lock()
-
-
-def _open_lmdb(source: str, layer: str, kind: str = 'Data'):
-    try:
-        import lmdb
-    except ImportError:
-        raise NetError("layer %r (%s): backend LMDB needs the Python package 'lmdb' "
-                       "(pip install -r requirements.txt)" % (layer, kind)) from None
-    path = os.path.realpath(source)
-    with _LMDB_LOCK:
-        env = _LMDB_ENVS.get(path)
-        if env is None:
-            if not os.path.exists(path):
-                raise NetError('layer %r (%s): cannot open LMDB %s: No such file or directory'
-                               % (layer, kind, source))
-            try:
-                # Read-only without the lock file: datasets may sit on read-only disks, and
-                # nothing writes a training database while a net reads it.
-                env = lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path))
-            except lmdb.Error as e:
-                raise NetError('layer %r (%s): cannot open LMDB %s: %s'
-                               % (layer, kind, source, e)) from None
-            _LMDB_ENVS[path] = env
-    _log.info('db_lmdb.cpp', 'Opened lmdb %s' % source)
-    return env
-
-
-class _LMDBRecords:
-    """The values of an LMDB in key order, as a cursor that wraps around."""
-
-    def __init__(self, source: str, layer: str, kind: str = 'Data'):
-        self.env = _open_lmdb(source, layer, kind)
-        self.txn = self.env.begin(buffers=False)
-        self.cursor = self.txn.cursor()
-        if not self.cursor.first():
-            raise NetError('layer %r (%s): the database %s holds no records' % (layer, kind, source))
-
-    def value(self) -> bytes:
-        return self.cursor.value()
-
-    def key(self) -> str:
-        """The current record's key (for messages naming a bad record)."""
-        return self.cursor.key().decode('utf-8', 'replace')
-
-    def next(self) -> bool:
-        """Move on; True when the end was reached and the cursor went back to the first key."""
-        if self.cursor.next():
-            return False
-        self.cursor.first()
-        return True
-
-
-class _LevelDBRecords:
-    """The values of a LevelDB in key order (through plyvel), wrapping around."""
-
-    def __init__(self, source: str, layer: str, kind: str = 'Data'):
-        try:
-            import plyvel
-        except ImportError:
-            hint = ''
-            if os.path.exists(os.path.join(source, 'data.mdb')):
-                hint = ' (%s looks like an LMDB: set data_param { backend: LMDB })' % source
-            raise NetError("layer %r (%s): backend LEVELDB (the default of data_param.backend) "
-                           "needs the Python package 'plyvel', which is not installed; convert the "
-                           "database to LMDB and set backend: LMDB, or pip install plyvel%s"
-                           % (layer, kind, hint)) from None
-        try:
-            self.db = plyvel.DB(source, create_if_missing=False)
-        except Exception as e:  # plyvel raises its own IOError / Error types
-            raise NetError('layer %r (%s): cannot open LevelDB %s: %s' % (layer, kind, source, e)) \
-                from None
-        _log.info('db_leveldb.cpp', 'Opened leveldb %s' % source)
-        self._restart()
-        if self._value is None:
-            raise NetError('layer %r (%s): the database %s holds no records' % (layer, kind, source))
-
-    def _restart(self) -> None:
-        self._it = self.db.iterator(include_key=False)
-        self._value = next(self._it, None)
-
-    def value(self) -> bytes:
-        return self._value
-
-    def next(self) -> bool:
-        self._value = next(self._it, None)
-        if self._value is not None:
-            return False
-        self._restart()
-        return True
-
+# ---- records ------------------------------------------------------------------------------
 
 class ShardedRecords:
-    """A database cursor that shows this rank only its share of the records.
+    """A database cursor (caffe.db.Cursor) that shows this rank only its share of the records.
 
     Records are counted in cursor order across wrap-arounds (`offset`, BVLC's DataLayer
     offset_); the cursor stops only on those with offset % count == rank. With one rank it
@@ -218,10 +121,14 @@ def open_records(data_param, layer: str, phase: int, kind: str = 'Data',
     `data_param.rand_skip` records skipped at random as Caffe does."""
     if not data_param.source:
         raise NetError('layer %r (%s): data_param.source is empty' % (layer, kind))
-    if data_param.backend == caffe_pb2.DataParameter.LMDB:
-        records = _LMDBRecords(data_param.source, layer, kind)
-    else:
-        records = _LevelDBRecords(data_param.source, layer, kind)
+    lmdb = data_param.backend == caffe_pb2.DataParameter.LMDB
+    try:
+        records = _db.Cursor(_db.open_db('lmdb' if lmdb else 'leveldb', data_param.source))
+    except _db.DBError as e:
+        hint = ''
+        if not lmdb and not data_param.HasField('backend'):
+            hint = ' (LEVELDB is the default of data_param.backend; for an LMDB set backend: LMDB)'
+        raise NetError('layer %r (%s): %s%s' % (layer, kind, e, hint)) from None
     rank, count = _parallel.solver_rank(), _parallel.solver_count()
     if phase == Phase.TEST:   # only the root solver tests: it reads every record
         rank, count = 0, 1
@@ -274,9 +181,9 @@ class _DatumBatches:
         else:
             arr = np.array(datum.float_data, dtype=np.float32)
         if arr.size != need or need == 0:
-            raise LayerError('layer %r (Data): record %d holds %d values but channels x height x '
-                             'width = %s' % (self.layer, self.records.offset, arr.size,
-                                             'x'.join(map(str, shape))))
+            raise LayerError('layer %r (Data): %s holds %d values but channels x height x width '
+                             '= %s' % (self.layer, self.records.where(), arr.size,
+                                       'x'.join(map(str, shape))))
         return arr.reshape(shape)
 
     def peek(self) -> np.ndarray:
@@ -410,7 +317,8 @@ def _stop_all_prefetchers() -> None:
 
 
 class _PrefetchingLayer(DataLayer):
-    """Shared by Data and ImageData: shapes the tops, runs the batch maker, hands out batches."""
+    """Shared by Data, ImageData, AnnotatedData and WindowData: shapes the tops, runs the
+    batch maker, hands out batches."""
 
     _prefetcher: Optional[_Prefetcher] = None
     _load: Optional[Callable[[], Batch]] = None
@@ -442,12 +350,12 @@ class _PrefetchingLayer(DataLayer):
     def __del__(self):
         self.close()
 
-    def _shape_tops(self, top, first_image: np.ndarray, batch_size: int, where: str) -> None:
-        shape = self.transformer.check(first_image.shape, NetError)
+    def _shape_tops(self, top, shape: Tuple[int, int, int], batch_size: int, where: str) -> None:
+        """Data top batch_size x `shape`, label top (when there is one) a label per item."""
         top[0].reshape(batch_size, *shape)
         if len(top) > 1:
             top[1].reshape(batch_size)
-        _log.info(where, 'output data size: %d,%d,%d,%d' % ((batch_size,) + shape))
+        _log.info(where, 'output data size: %d,%d,%d,%d' % ((batch_size,) + tuple(shape)))
 
 
 def _check_batch_size(layer: str, batch_size: int) -> int:
@@ -457,26 +365,39 @@ def _check_batch_size(layer: str, batch_size: int) -> int:
     return batch_size
 
 
-@register('Data')
-class Data(_PrefetchingLayer):
-    """Datums from an LMDB or LevelDB (see the module docstring)."""
+class _DatabaseLayer(_PrefetchingLayer):
+    """Shared by Data and AnnotatedData, whose batches are records of data_param.source."""
     min_top = 1
     max_top = 2
 
-    def setup(self, bottom, top):
+    def _open_source(self, transformer_class: type, where: str) -> Tuple[int, ShardedRecords]:
+        """The common start: check batch_size, warn of data_param's ignored transformation
+        fields, make `self.transformer`, open this rank's share of the records (after
+        rand_skip). Returns (batch_size, records)."""
         lp = self.layer_param
         p = lp.data_param
         name = lp.name
         batch_size = _check_batch_size(name, int(p.batch_size))
         for field in ('scale', 'mean_file', 'crop_size', 'mirror'):
             if p.HasField(field):
-                _log.warning('data_layer.cpp', 'layer %s: data_param.%s is deprecated and ignored; '
-                             'put it in transform_param' % (name, field))
-        self.transformer = DataTransformer(lp.transform_param, self.phase, name, _numpy_dtype(),
-                                           force_encoded_color=p.force_encoded_color)
-        records = open_records(p, name, self.phase)
-        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1, name)
-        self._shape_tops(top, maker.peek(), batch_size, 'data_layer.cpp')
+                _log.warning(where, 'layer %s: data_param.%s is deprecated and ignored; put it in '
+                             'transform_param' % (name, field))
+        self.transformer = transformer_class(lp.transform_param, self.phase, name, _numpy_dtype(),
+                                             force_encoded_color=p.force_encoded_color)
+        return batch_size, open_records(p, name, self.phase, self.type, where)
+
+
+@register('Data')
+class Data(_DatabaseLayer):
+    """Datums from an LMDB or LevelDB (see the module docstring)."""
+
+    def setup(self, bottom, top):
+        where = 'data_layer.cpp'
+        batch_size, records = self._open_source(DataTransformer, where)
+        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1,
+                              self.layer_param.name)
+        shape = self.transformer.check(maker.peek().shape, NetError)
+        self._shape_tops(top, shape, batch_size, where)
         self.transformer.init_rand()
         self._start(maker)
 
@@ -518,7 +439,8 @@ class ImageData(_PrefetchingLayer):
             first = maker.image(maker.pos)
         except LayerError as e:
             raise NetError(str(e)) from None
-        self._shape_tops(top, first, batch_size, 'image_data_layer.cpp')
+        self._shape_tops(top, self.transformer.check(first.shape, NetError), batch_size,
+                         'image_data_layer.cpp')
         self.transformer.init_rand()
         self._start(maker)
 

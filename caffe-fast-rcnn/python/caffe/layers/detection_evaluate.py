@@ -21,11 +21,7 @@ from .. import bbox_util, detection_results
 from ..errors import CaffeError, LayerError
 from ..layer import Layer
 from . import register
-from .multibox_loss import signed32
-
-
-def _legacy(shape, i: int) -> int:
-    return int(shape[i]) if i < len(shape) else 1
+from ._multibox import legacy_dim, signed32
 
 
 @register('DetectionEvaluate')
@@ -65,7 +61,7 @@ class DetectionEvaluate(Layer):
         d, g = bottom[0].shape, bottom[1].shape
         checks = (('detections', d, 7), ('ground truth', g, 8))
         for what, shape, width in checks:
-            if _legacy(shape, 0) != 1 or _legacy(shape, 1) != 1 or _legacy(shape, 3) != width:
+            if (legacy_dim(shape, 0), legacy_dim(shape, 1), legacy_dim(shape, 3)) != (1, 1, width):
                 raise self._fail('%s must be (1, 1, rows, %d), got %s'
                                  % (what, width, tuple(shape)))
         labels = bottom[0].tensor.reshape(-1, 7)[:, 1]
@@ -116,7 +112,8 @@ class DetectionEvaluate(Layer):
         # (Caffe sorts those), the rows' own order elsewhere.
         n = keep.numel()
         by_score = torch.empty(n, dtype=torch.long, device=dev)
-        by_score[torch.sort(d_score, descending=True, stable=True).indices] = torch.arange(n, device=dev)
+        by_score[torch.sort(d_score, descending=True, stable=True).indices] = torch.arange(
+            n, device=dev)
         second = torch.where(has_gt, by_score, torch.arange(n, device=dev))
         _, lab_rank = torch.unique(d_lab, return_inverse=True)
         # Every image with a row (label -1 rows included) takes a name-size entry.

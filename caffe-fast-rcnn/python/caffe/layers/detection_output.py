@@ -21,17 +21,14 @@ import os
 import numpy as np
 import torch
 
-from .. import _log, bbox_util, detection_results
+from .. import _log, bbox_util, detection_results, labelmap
 from ..errors import CaffeError, LayerError
 from ..layer import Layer
 from ..proto import caffe_pb2
 from . import register
+from ._multibox import check_predictions, priors_and_variances
 
 FLT_MAX = float(np.finfo(np.float32).max)
-
-
-def _legacy(shape, i: int) -> int:
-    return int(shape[i]) if i < len(shape) else 1
 
 
 @register('DetectionOutput')
@@ -91,9 +88,8 @@ class DetectionOutput(Layer):
         self.label_names = {}
         if sp.HasField('label_map_file') and sp.label_map_file:
             try:
-                lm = detection_results.read_label_map(sp.label_map_file)
-                self.label_names = detection_results.label_to_name(lm, True, False,
-                                                                   sp.label_map_file)
+                self.label_names = labelmap.map_label_to_name(
+                    labelmap.read_label_map(sp.label_map_file), True, sp.label_map_file)
             except (CaffeError, OSError) as e:
                 raise self._fail('Failed to read label map file %s: %s'
                                  % (sp.label_map_file, e)) from None
@@ -137,38 +133,8 @@ class DetectionOutput(Layer):
 
     # ---- shapes ---------------------------------------------------------------------------
     def reshape(self, bottom, top):
-        if self.need_save and self.name_count % self.num_test_image == 0 \
-                and self.output_format == 'VOC':
-            # A new pass begins: empty the class files, as Caffe truncates them.
-            for c, cname in self.label_names.items():
-                if c != self.bg:
-                    detection_results._write(self.output_directory,
-                                             self.output_prefix + cname + '.txt', '')
-        n = _legacy(bottom[0].shape, 0)
-        if n != _legacy(bottom[1].shape, 0):
-            raise self._fail('loc and conf should have the same number of images (%d vs %d)'
-                             % (n, _legacy(bottom[1].shape, 0)))
-        self.num = n
-        self.num_priors = p = _legacy(bottom[2].shape, 2) // 4
-        if p * self.loc_classes * 4 != bottom[0].count // max(n, 1):
-            raise self._fail('Number of priors must match number of location predictions: %d '
-                             'priors x %d x 4 = %d, but loc %s holds %d per image'
-                             % (p, self.loc_classes, p * self.loc_classes * 4,
-                                tuple(bottom[0].shape), bottom[0].count // max(n, 1)))
-        if p * self.num_classes != bottom[1].count // max(n, 1):
-            raise self._fail('Number of priors must match number of confidence predictions: '
-                             '%d priors x num_classes %d = %d, but conf %s holds %d per image'
-                             % (p, self.num_classes, p * self.num_classes,
-                                tuple(bottom[1].shape), bottom[1].count // max(n, 1)))
-        if len(bottom) >= 4 and bottom[3].count != n * p * 2:
-            raise self._fail('arm_conf %s should hold %d x %d priors x 2 objectness scores'
-                             % (tuple(bottom[3].shape), n, p))
-        if len(bottom) >= 5:
-            if not self.share:
-                raise self._fail('refined priors (arm_loc) need share_location: true')
-            if bottom[4].count != n * p * 4:
-                raise self._fail('arm_loc %s should hold %d x %d priors x 4'
-                                 % (tuple(bottom[4].shape), n, p))
+        self.num, self.num_priors = check_predictions(bottom, self.loc_classes, self.num_classes,
+                                                      self.share, 3, self._fail)
         top[0].reshape(1, 1, 1, 7)
 
     # ---- forward --------------------------------------------------------------------------
@@ -177,18 +143,18 @@ class DetectionOutput(Layer):
         n, p, c = self.num, self.num_priors, self.num_classes
         loc = bottom[0].tensor.reshape(n, p, self.loc_classes, 4)
         conf = bottom[1].tensor.reshape(n, p, c)
-        pri = bottom[2].tensor.reshape(-1)[:2 * p * 4].reshape(2, p, 4)
+        prior_boxes, var = priors_and_variances(bottom[2].tensor, p)
         if len(bottom) >= 4:
             low = bottom[3].tensor.reshape(n, p, 2)[:, :, 1] < self.objectness_score
             only_first = torch.zeros(c, dtype=conf.dtype, device=conf.device)
             only_first[0] = 1
             conf = torch.where(low[..., None], only_first, conf)
-        anchors = pri[0]
+        anchors = prior_boxes
         if len(bottom) >= 5:
-            anchors = bbox_util.decode_bbox(pri[0], pri[1], bottom[4].tensor.reshape(n, p, 4),
+            anchors = bbox_util.decode_bbox(prior_boxes, var, bottom[4].tensor.reshape(n, p, 4),
                                             self.code_type, self.variance_in_target)
         try:
-            boxes = bbox_util.decode_bbox(anchors[..., None, :], pri[1][:, None, :], loc,
+            boxes = bbox_util.decode_bbox(anchors[..., None, :], var[:, None, :], loc,
                                           self.code_type, self.variance_in_target)
         except bbox_util.BoxError as e:
             raise self._fail(str(e)) from None
@@ -227,6 +193,12 @@ class DetectionOutput(Layer):
         return img, ci, pi, sc, boxes
 
     def forward(self, bottom, top):
+        if self.need_save and self.name_count % self.num_test_image == 0 \
+                and self.output_format == 'VOC':
+            # A new pass begins: empty the class files, as Caffe's forward truncates them.
+            detection_results.clear_voc_files(
+                self.output_directory, self.output_prefix,
+                [name for c, name in self.label_names.items() if c != self.bg])
         img, labels, pi, sc, boxes = self.detect(bottom)
         dtype, dev = bottom[0].tensor.dtype, bottom[0].tensor.device
         det = boxes[img, pi, torch.zeros_like(labels) if self.share else labels]

@@ -36,17 +36,12 @@ from .. import bbox_util
 from ..errors import LayerError
 from ..layer import Layer
 from ..proto import caffe_pb2
-from .softmax_loss import FLT_MIN
+from ..bbox_util.mining import FLT_MIN
 from . import register
+from ._multibox import check_predictions, priors_and_variances, signed32
 
 _MB = caffe_pb2.MultiBoxLossParameter
 _NORM = caffe_pb2.LossParameter
-
-
-def signed32(v: int) -> int:
-    """A uint32 field read as C++ reads it into an int (4294967295 is -1)."""
-    v = int(v)
-    return v - (1 << 32) if v >= (1 << 31) else v
 
 
 def loss_normalizer(mode: int, num: int, num_priors: int, valid: int) -> float:
@@ -62,10 +57,6 @@ def loss_normalizer(mode: int, num: int, num_priors: int, valid: int) -> float:
     else:
         raise ValueError('Unknown normalization mode: %r' % (mode,))
     return max(1.0, float(n))
-
-
-def _legacy(shape, i: int) -> int:
-    return int(shape[i]) if i < len(shape) else 1
 
 
 def _enum_name(enum, value) -> str:
@@ -153,37 +144,11 @@ class MultiBoxLoss(Layer):
         self._saved = None
 
     def reshape(self, bottom, top):
-        n0, n1 = _legacy(bottom[0].shape, 0), _legacy(bottom[1].shape, 0)
-        if n0 != n1:
-            raise self._fail('loc and conf should have the same number of images (%d vs %d)'
-                             % (n0, n1))
-        self.num = n0
-        self.num_priors = _legacy(bottom[2].shape, 2) // 4
-        p = self.num_priors
-        loc_per = bottom[0].count // max(n0, 1)
-        if p * self.loc_classes * 4 != loc_per:
-            raise self._fail('Number of priors must match number of location predictions: %d '
-                             'priors x %d x 4 = %d, but loc %s holds %d per image'
-                             % (p, self.loc_classes, p * self.loc_classes * 4,
-                                tuple(bottom[0].shape), loc_per))
-        conf_per = bottom[1].count // max(n1, 1)
-        if p * self.num_classes != conf_per:
-            raise self._fail('Number of priors must match number of confidence predictions: '
-                             '%d priors x num_classes %d = %d, but conf %s holds %d per image'
-                             % (p, self.num_classes, p * self.num_classes,
-                                tuple(bottom[1].shape), conf_per))
+        self.num, self.num_priors = check_predictions(bottom, self.loc_classes, self.num_classes,
+                                                      self.share, 4, self._fail)
         if bottom[3].count % 8:
             raise self._fail('label %s is not rows of 8 values [item, label, instance, xmin, '
                              'ymin, xmax, ymax, difficult]' % (tuple(bottom[3].shape),))
-        if len(bottom) >= 5 and bottom[4].count != n0 * p * 2:
-            raise self._fail('arm_conf %s should hold %d x %d priors x 2 objectness scores'
-                             % (tuple(bottom[4].shape), n0, p))
-        if len(bottom) >= 6:
-            if not self.share:
-                raise self._fail('refined priors (arm_loc) need share_location: true')
-            if bottom[5].count != n0 * p * 4:
-                raise self._fail('arm_loc %s should hold %d x %d priors x 4'
-                                 % (tuple(bottom[5].shape), n0, p))
         top[0].reshape()
 
     # ---- forward --------------------------------------------------------------------------
@@ -257,8 +222,7 @@ class MultiBoxLoss(Layer):
         n, p, c = self.num, self.num_priors, self.num_classes
         loc = bottom[0].tensor.reshape(n, p, self.loc_classes, 4)
         conf = bottom[1].tensor.reshape(n, p, c)
-        pri = bottom[2].tensor.reshape(-1)[:2 * p * 4].reshape(2, p, 4)
-        prior_boxes, var = pri[0], pri[1]
+        prior_boxes, var = priors_and_variances(bottom[2].tensor, p)
         try:
             gt = bbox_util.get_ground_truth(bottom[3].tensor.reshape(-1, 8), n, self.bg,
                                             mp.use_difficult_gt, c)

@@ -21,7 +21,7 @@ from .group import (Group, RankFailure, current, env_has_group, env_local_rank, 
                     join_from_env, leave, multiprocess, new_uid, root_solver, set_multiprocess,
                     set_solver_count, set_solver_rank, solver_count, solver_rank, timeout_seconds)
 from .sync import NCCL, Agreement, DataParallel, ReduceStats, reduce_plan  # noqa: F401
-from .launch import die_with_parent, spawn_command, spawn_functions  # noqa: F401
+from .launch import die_with_parent, exit_failed_rank, spawn_command, spawn_functions  # noqa: F401
 from .devices import gpu_count, parse_gpu_list, use_rank_device  # noqa: F401
 
 

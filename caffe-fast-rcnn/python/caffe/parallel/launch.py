@@ -67,6 +67,15 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def exit_failed_rank(status: int = 1) -> None:
+    """End this failed rank at once with `status`, its output flushed. A normal exit would
+    tear down the process group at interpreter exit, which waits for ranks that are dead
+    or hung (the launcher stops the others)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 def _describe(code: int) -> str:
     if code < 0:
         try:
@@ -184,12 +193,8 @@ def _function_main(rank: int, size: int, port: int, target: Callable, kwargs: Di
     try:
         target(**kwargs)
     except BaseException:
-        # Exit at once: tearing down the process group at interpreter exit would wait for
-        # ranks that are dead or hung (the launcher stops the others).
         traceback.print_exc()
-        sys.stderr.flush()
-        sys.stdout.flush()
-        os._exit(1)
+        exit_failed_rank(1)
 
 
 def spawn_functions(target: Callable, kwargs: Dict[str, Any], size: int) -> int:

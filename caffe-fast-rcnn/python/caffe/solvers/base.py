@@ -353,10 +353,7 @@ class Solver:
         kept = ('; the last snapshot, %s, is kept' % self._last_snapshot[0]
                 if self._last_snapshot else '; no snapshot was written by this run')
         if ranks:
-            which = '%s of rank%s %s' % (which if bad else 'the loss', 's' if len(ranks) > 1 else '',
-                                         ', '.join(map(str, ranks)))
-            if not bad and _parallel.solver_rank() not in ranks:
-                blob = None
+            which += ' of rank%s %s' % ('s' if len(ranks) > 1 else '', ', '.join(map(str, ranks)))
         msg = ('Iteration %d: %s is %s; training stopped before applying this update%s'
                % (self._iter, which, g(loss), kept))
         _log.error(SOLVER_CPP + ':232', msg)

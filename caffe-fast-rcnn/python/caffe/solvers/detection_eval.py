@@ -23,14 +23,16 @@ class DetectionEvalError(ValueError):
 
 
 class DetectionAccumulator:
-    """Collects DetectionEvaluate rows of a test pass, output by output."""
+    """Collects DetectionEvaluate rows of a test pass, output by output.
+
+    The detection rows of each output are kept as arrays (label, score, tp, fp) in arrival
+    order, the order Caffe pushes them in (compute_ap's ranking keeps it among equal
+    scores); `true_pos` / `false_pos` show them as Caffe's per-label (score, flag) lists.
+    """
 
     def __init__(self) -> None:
-        self.true_pos: Dict[int, Dict[int, List[Tuple[float, int]]]] = defaultdict(
-            lambda: defaultdict(list))
-        self.false_pos: Dict[int, Dict[int, List[Tuple[float, int]]]] = defaultdict(
-            lambda: defaultdict(list))
         self.num_pos: Dict[int, Dict[int, int]] = defaultdict(lambda: defaultdict(int))
+        self._detections: Dict[int, List[np.ndarray]] = {}   # output -> (K, 4) chunks
 
     def add(self, output: int, rows: np.ndarray, name: str = '') -> None:
         """Add the rows (R, 5) of output number `output` from one test iteration."""
@@ -42,18 +44,43 @@ class DetectionAccumulator:
         rows = rows.reshape(-1, 5)
         item = rows[:, 0].astype(np.int64)
         label = rows[:, 1].astype(np.int64)
-        for lab, n in zip(label[item == -1].tolist(),
-                          rows[item == -1, 2].astype(np.int64).tolist()):
+        positives = item == -1                    # one row per label and iteration
+        for lab, n in zip(label[positives].tolist(),
+                          rows[positives, 2].astype(np.int64).tolist()):
             self.num_pos[output][lab] += n
-        det = item != -1
-        score = rows[det, 2].astype(np.float32)
-        tp = rows[det, 3].astype(np.int64)
-        fp = rows[det, 4].astype(np.int64)
-        used = (tp != 0) | (fp != 0)
-        for lab, s, t, f in zip(label[det][used].tolist(), score[used].tolist(),
-                                tp[used].tolist(), fp[used].tolist()):
-            self.true_pos[output][lab].append((s, t))
-            self.false_pos[output][lab].append((s, f))
+        tp = rows[:, 3].astype(np.int64)
+        fp = rows[:, 4].astype(np.int64)
+        used = ~positives & ((tp != 0) | (fp != 0))   # tp = fp = 0: a difficult box's
+        if used.any():
+            self._detections.setdefault(output, []).append(np.column_stack((
+                label[used], rows[used, 2].astype(np.float32), tp[used], fp[used])))
+
+    def _by_label(self, output: int) -> Dict[int, Tuple[np.ndarray, np.ndarray]]:
+        """label -> ((score, tp) rows, (score, fp) rows) of an output, in arrival order."""
+        dets = np.concatenate(self._detections[output])
+        labels = dets[:, 0].astype(np.int64)
+        order = np.argsort(labels, kind='stable')
+        found, starts = np.unique(labels[order], return_index=True)
+        out = {}
+        for lab, part in zip(found.tolist(), np.split(order, starts[1:])):
+            d = dets[part]
+            out[lab] = (d[:, [1, 2]], d[:, [1, 3]])
+        return out
+
+    def _lists(self, column: int) -> Dict[int, Dict[int, List[Tuple[float, int]]]]:
+        return {i: {lab: [(s, int(f)) for s, f in pairs[column].tolist()]
+                    for lab, pairs in self._by_label(i).items()}
+                for i in self._detections}
+
+    @property
+    def true_pos(self) -> Dict[int, Dict[int, List[Tuple[float, int]]]]:
+        """output -> label -> [(score, tp)] (Caffe's all_true_pos)."""
+        return self._lists(0)
+
+    @property
+    def false_pos(self) -> Dict[int, Dict[int, List[Tuple[float, int]]]]:
+        """output -> label -> [(score, fp)] (Caffe's all_false_pos)."""
+        return self._lists(1)
 
     def results(self, ap_version: str, warn=None) -> List[Tuple[int, float, Dict[int, float]]]:
         """(output, mAP, {label: AP}) for outputs 0 .. (number with detections) - 1.
@@ -63,20 +90,21 @@ class DetectionAccumulator:
         detections is warned about and scores 0.
         """
         out = []
-        for i in range(len(self.true_pos)):
-            if i not in self.true_pos:
+        for i in range(len(self._detections)):
+            if i not in self._detections:
                 raise DetectionEvalError('Missing output_blob true_pos: %d' % i)
             if i not in self.num_pos:
                 raise DetectionEvalError('Missing output_blob num_pos: %d' % i)
+            detections = self._by_label(i)
             aps: Dict[int, float] = {}
             total = np.float32(0)
             for label in sorted(self.num_pos[i]):
-                if label not in self.true_pos[i]:
+                if label not in detections:
                     if warn is not None:
                         warn('Missing true_pos for label: %d' % label)
                     continue
-                _, _, ap = compute_ap(self.true_pos[i][label], self.num_pos[i][label],
-                                      self.false_pos[i][label], ap_version)
+                tp, fp = detections[label]
+                _, _, ap = compute_ap(tp, self.num_pos[i][label], fp, ap_version)
                 aps[label] = ap
                 total = np.float32(total + np.float32(ap))
             m = float(f32(total / np.float32(len(self.num_pos[i])))) if self.num_pos[i] else \

@@ -16,7 +16,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from .. import _log, protoio
 from ..cli import Fatal, Flags, read_list, run_tool
-from ..image_datum import read_image
+from ..image_datum import load_image
 from ._in_order import map_in_order
 
 _WHERE = 'get_image_size.cpp'
@@ -31,7 +31,7 @@ def _flags() -> Flags:
 
 
 def _size_of(path: str) -> Tuple[int, int]:
-    return read_image(path).original
+    return load_image(path).original
 
 
 def _name_ids(path: str, list_file: str, count: int) -> Dict[str, int]:
