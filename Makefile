@@ -1,10 +1,12 @@
 # Two commands do all set-up on a fresh machine (see README.md):
 #   make demo   - venv, requirements, toy data set, train, evaluate, pictures
+#                 (MODEL=faster_rcnn, the default, or MODEL=refinedet)
 #   make test   - venv, requirements, then the test suite
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+MODEL ?= faster_rcnn
 SCHEME ?= end2end
 OHEM ?= 0
 PYTEST_ARGS ?=
@@ -33,8 +35,17 @@ test-fast: setup
 toy-data: setup
 	$(PY) data/scripts/make_toy_dataset.py --out data/toy
 
+# MODEL=faster_rcnn: experiments/scripts/faster_rcnn_*.sh with ToyNet (SCHEME, OHEM);
+# MODEL=refinedet: caffe-fast-rcnn's toy LMDBs, examples/refinedet/ToyNet_toy_256.py, its job
+# script, test/refinedet_test.py and test/refinedet_demo.py.
 demo: setup toy-data
+ifeq ($(MODEL),faster_rcnn)
 	$(PY) tools/run_demo.py --scheme $(SCHEME) --ohem $(OHEM)
+else ifeq ($(MODEL),refinedet)
+	$(PY) tools/run_refinedet_demo.py
+else
+	$(error MODEL must be faster_rcnn or refinedet, not "$(MODEL)")
+endif
 
 bench: setup
 	$(PY) benchmarks/bench_engine.py

@@ -475,8 +475,9 @@ def write_job(*, model_name: str, body: Body, caffe_root: str, save_dir: str,
     solver = caffe_pb2.SolverParameter(train_net=train_net_file,
                                        snapshot_prefix=snapshot_prefix, **solver_kwargs)
     _write_text(solver_file, str(solver))
-    for path in (train_net_file, test_net_file, deploy_net_file, solver_file):
-        shutil.copy(path, job_dir)
+    if os.path.realpath(job_dir) != os.path.realpath(save_dir):
+        for path in (train_net_file, test_net_file, deploy_net_file, solver_file):
+            shutil.copy(path, job_dir)
 
     max_iter = latest_snapshot_iter(snapshot_dir, model_name)
     resume_iter = max_iter if resume_training else 0
@@ -485,7 +486,7 @@ def write_job(*, model_name: str, body: Body, caffe_root: str, save_dir: str,
     flag = train_source_flag(snapshot_prefix, pretrain_model, resume_iter)
     _write_text(job_file, job_script(caffe_root, solver_file, flag, gpulist, log_file))
     os.chmod(job_file, stat.S_IRWXU)
-    if script_file:
+    if script_file and os.path.dirname(os.path.realpath(script_file)) != os.path.realpath(job_dir):
         shutil.copy(os.path.abspath(script_file), job_dir)
     return Job(train_net_file, test_net_file, deploy_net_file, solver_file, job_file, log_file,
                resume_iter)
