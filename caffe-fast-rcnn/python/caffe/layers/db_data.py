@@ -61,25 +61,25 @@ _LMDB_ENVS: 'dict[str, object]' = {}
 _LMDB_LOCK = threading.Lock()
 
 
-def _open_lmdb(source: str, layer: str):
+def _open_lmdb(source: str, layer: str, kind: str = 'Data'):
     try:
         import lmdb
     except ImportError:
-        raise NetError("layer %r (Data): backend LMDB needs the Python package 'lmdb' "
-                       "(pip install -r requirements.txt)" % layer) from None
+        raise NetError("layer %r (%s): backend LMDB needs the Python package 'lmdb' "
+                       "(pip install -r requirements.txt)" % (layer, kind)) from None
     path = os.path.realpath(source)
     with _LMDB_LOCK:
         env = _LMDB_ENVS.get(path)
         if env is None:
             if not os.path.exists(path):
-                raise NetError('layer %r (Data): cannot open LMDB %s: No such file or directory'
-                               % (layer, source))
+                raise NetError('layer %r (%s): cannot open LMDB %s: No such file or directory'
+                               % (layer, kind, source))
             try:
                 # Read-only without the lock file: datasets may sit on read-only disks, and
                 # nothing writes a training database while a net reads it.
                 env = lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path))
             except lmdb.Error as e:
-                raise NetError('layer %r (Data): cannot open LMDB %s: %s' % (layer, source, e)) \
+                raise NetError('layer %r (%s): cannot open LMDB %s: %s' % (layer, kind, source, e)) \
                     from None
             _LMDB_ENVS[path] = env
     _log.info('db_lmdb.cpp', 'Opened lmdb %s' % source)
@@ -89,15 +89,20 @@ def _open_lmdb(source: str, layer: str):
 class _LMDBRecords:
     """The values of an LMDB in key order, as a cursor that wraps around."""
 
-    def __init__(self, source: str, layer: str):
-        self.env = _open_lmdb(source, layer)
+    def __init__(self, source: str, layer: str, kind: str = 'Data'):
+        self.env = _open_lmdb(source, layer, kind)
         self.txn = self.env.begin(buffers=False)
         self.cursor = self.txn.cursor()
         if not self.cursor.first():
-            raise NetError('layer %r (Data): the database %s holds no records' % (layer, source))
+            raise NetError('layer %r (%s): the database %s holds no records'
+                           % (layer, kind, source))
 
     def value(self) -> bytes:
         return self.cursor.value()
+
+    def key(self) -> str:
+        """The current record's key (for messages naming a bad record)."""
+        return self.cursor.key().decode('utf-8', 'replace')
 
     def next(self) -> bool:
         """Move on; True when the end was reached and the cursor went back to the first key."""
@@ -110,26 +115,27 @@ class _LMDBRecords:
 class _LevelDBRecords:
     """The values of a LevelDB in key order (through plyvel), wrapping around."""
 
-    def __init__(self, source: str, layer: str):
+    def __init__(self, source: str, layer: str, kind: str = 'Data'):
         try:
             import plyvel
         except ImportError:
             hint = ''
             if os.path.exists(os.path.join(source, 'data.mdb')):
                 hint = ' (%s looks like an LMDB: set data_param { backend: LMDB })' % source
-            raise NetError("layer %r (Data): backend LEVELDB (the default of data_param.backend) "
+            raise NetError("layer %r (%s): backend LEVELDB (the default of data_param.backend) "
                            "needs the Python package 'plyvel', which is not installed; convert the "
                            "database to LMDB and set backend: LMDB, or pip install plyvel%s"
-                           % (layer, hint)) from None
+                           % (layer, kind, hint)) from None
         try:
             self.db = plyvel.DB(source, create_if_missing=False)
         except Exception as e:  # plyvel raises its own IOError / Error types
-            raise NetError('layer %r (Data): cannot open LevelDB %s: %s' % (layer, source, e)) \
+            raise NetError('layer %r (%s): cannot open LevelDB %s: %s' % (layer, kind, source, e)) \
                 from None
         _log.info('db_leveldb.cpp', 'Opened leveldb %s' % source)
         self._restart()
         if self._value is None:
-            raise NetError('layer %r (Data): the database %s holds no records' % (layer, source))
+            raise NetError('layer %r (%s): the database %s holds no records'
+                           % (layer, kind, source))
 
     def _restart(self) -> None:
         self._it = self.db.iterator(include_key=False)
@@ -167,20 +173,19 @@ def _stack(images: List[np.ndarray], layer: str, what: Callable[[int], str]) -> 
     return np.stack(images)
 
 
-class _DatumBatches:
-    """Reads batch_size Datums, decodes and transforms them: one batch per call."""
+class _RecordCursor:
+    """The records of a database in key order, as one of `count` data-parallel solvers reads
+    them: record i of the endless (wrapping) stream is this solver's when i % count == rank
+    (Caffe's DataReader Skip). Shared by every layer that reads a Datum database (Data,
+    AnnotatedData), so how records are dealt out to solvers is decided here once."""
 
-    def __init__(self, records, transformer: DataTransformer, batch_size: int, labels: bool,
-                 layer: str, rank: int = 0, count: int = 1):
+    def __init__(self, records, rank: int = 0, count: int = 1):
         self.records = records
-        self.transformer = transformer
-        self.batch_size = batch_size
-        self.labels = labels
-        self.layer = layer
         self.rank, self.count = rank, count
         self.offset = 0
 
-    def _next(self) -> None:
+    def advance(self) -> None:
+        """Move to the next record of the stream (back to the first after the last)."""
         if self.records.next():
             _log.info('data_layer.cpp', 'Restarting data prefetching from start.')
         self.offset += 1
@@ -188,7 +193,61 @@ class _DatumBatches:
     def skip_to_mine(self) -> None:
         """Data-parallel training: each solver takes every count-th record (Caffe's Skip)."""
         while self.offset % self.count != self.rank:
-            self._next()
+            self.advance()
+
+    def peek(self) -> bytes:
+        """This solver's next record, without moving on (to shape the tops at setup)."""
+        self.skip_to_mine()
+        return self.records.value()
+
+    def where(self) -> str:
+        """Names the record peek() returns: its key when the database has keys, else its
+        position in the stream."""
+        self.skip_to_mine()
+        key = getattr(self.records, 'key', None)
+        return ('record %r' % key()) if key else ('record %d' % self.offset)
+
+    def take(self) -> bytes:
+        """This solver's next record; the cursor moves past it."""
+        value = self.peek()
+        self.advance()
+        return value
+
+
+def open_cursor(lp: caffe_pb2.LayerParameter, phase: int, kind: str) -> _RecordCursor:
+    """The cursor over `data_param.source` for a database-reading layer: LMDB or LevelDB by
+    `data_param.backend`, dealt out to the data-parallel solvers in TRAIN (one solver tests,
+    reading every record), after `rand_skip` records skipped at random as Caffe does."""
+    p = lp.data_param
+    name = lp.name
+    if not p.source:
+        raise NetError('layer %r (%s): data_param.source is empty' % (name, kind))
+    if p.backend == caffe_pb2.DataParameter.LMDB:
+        records = _LMDBRecords(p.source, name, kind)
+    else:
+        records = _LevelDBRecords(p.source, name, kind)
+    rank, count = _solver_rank_count()
+    if phase == Phase.TEST:  # only one solver tests: it reads every record
+        rank, count = 0, 1
+    cursor = _RecordCursor(records, rank, count)
+    if p.rand_skip:
+        skip = data_transform.engine_seed() % int(p.rand_skip)
+        _log.info('data_layer.cpp', 'Skipping first %d data points.' % skip)
+        for _ in range(skip):
+            cursor.advance()
+    return cursor
+
+
+class _DatumBatches:
+    """Reads batch_size Datums, decodes and transforms them: one batch per call."""
+
+    def __init__(self, cursor: _RecordCursor, transformer: DataTransformer, batch_size: int,
+                 labels: bool, layer: str):
+        self.cursor = cursor
+        self.transformer = transformer
+        self.batch_size = batch_size
+        self.labels = labels
+        self.layer = layer
 
     def image(self, datum: caffe_pb2.Datum) -> np.ndarray:
         """A Datum's pixels as C x H x W (uint8 or float32)."""
@@ -198,7 +257,7 @@ class _DatumBatches:
                                self.transformer.decode_flag())
             if img is None:
                 raise LayerError('layer %r (Data): cannot decode the encoded image of record %d'
-                                 % (self.layer, self.offset))
+                                 % (self.layer, self.cursor.offset))
             return img[np.newaxis] if img.ndim == 2 else img.transpose(2, 0, 1)
         self.transformer.note_raw_datum()
         shape = (datum.channels, datum.height, datum.width)
@@ -209,23 +268,20 @@ class _DatumBatches:
             arr = np.array(datum.float_data, dtype=np.float32)
         if arr.size != need or need == 0:
             raise LayerError('layer %r (Data): record %d holds %d values but channels x height x '
-                             'width = %s' % (self.layer, self.offset, arr.size,
+                             'width = %s' % (self.layer, self.cursor.offset, arr.size,
                                              'x'.join(map(str, shape))))
         return arr.reshape(shape)
 
     def peek(self) -> np.ndarray:
         """The next record's image, without moving on (to shape the tops at setup)."""
-        self.skip_to_mine()
-        return self.image(caffe_pb2.Datum.FromString(self.records.value()))
+        return self.image(caffe_pb2.Datum.FromString(self.cursor.peek()))
 
     def __call__(self) -> Batch:
         images, labels = [], np.empty(self.batch_size, dtype=self.transformer.dtype)
         for i in range(self.batch_size):
-            self.skip_to_mine()
-            datum = caffe_pb2.Datum.FromString(self.records.value())
+            datum = caffe_pb2.Datum.FromString(self.cursor.take())
             images.append(self.image(datum))
             labels[i] = datum.label
-            self._next()
         batch = _stack(images, self.layer, lambda i: 'item %d' % i)
         return self.transformer.transform(batch), (labels if self.labels else None)
 
@@ -408,22 +464,8 @@ class Data(_PrefetchingLayer):
                              'put it in transform_param' % (name, field))
         self.transformer = DataTransformer(lp.transform_param, self.phase, name, _numpy_dtype(),
                                            force_encoded_color=p.force_encoded_color)
-        if not p.source:
-            raise NetError('layer %r (Data): data_param.source is empty' % name)
-        if p.backend == caffe_pb2.DataParameter.LMDB:
-            records = _LMDBRecords(p.source, name)
-        else:
-            records = _LevelDBRecords(p.source, name)
-        rank, count = _solver_rank_count()
-        if self.phase == Phase.TEST:  # only one solver tests: it reads every record
-            rank, count = 0, 1
-        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1, name,
-                              rank, count)
-        if p.rand_skip:
-            skip = data_transform.engine_seed() % int(p.rand_skip)
-            _log.info('data_layer.cpp', 'Skipping first %d data points.' % skip)
-            for _ in range(skip):
-                maker._next()
+        maker = _DatumBatches(open_cursor(lp, self.phase, 'Data'), self.transformer, batch_size,
+                              len(top) > 1, name)
         self._shape_tops(top, maker.peek(), batch_size, 'data_layer.cpp')
         self.transformer.init_rand()
         self._start(maker)

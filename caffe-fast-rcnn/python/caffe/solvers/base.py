@@ -24,9 +24,14 @@ from ..net import Net
 from ..proto import caffe_pb2
 from . import snapshot as _snapshot
 from ._numbers import SOLVER_CPP, f32, g
+from .detection_eval import DetectionAccumulator, DetectionEvalError
 from .errors import SolverError, TrainingDivergedError
 from .nets import build_test_nets, build_train_net
 from .params import as_solver_param
+
+
+# eval_type -> the test method (Caffe's TestAll dispatch; SSD adds "detection").
+EVAL_TYPES = {'classification': 'test', 'detection': 'test_detection'}
 
 
 class SolverAction:
@@ -85,6 +90,9 @@ class Solver:
             raise SolverError('average_loss should be non-negative.')
         if param.iter_size < 1:
             raise SolverError('iter_size must be at least 1, got %d' % param.iter_size)
+        if param.eval_type not in EVAL_TYPES:
+            raise SolverError('Unknown evaluation type: %s (use %s)' % (
+                param.eval_type, ' or '.join('"%s"' % t for t in EVAL_TYPES)))
         self._check_snapshot_write_permissions()
         if param.random_seed >= 0:
             _config.set_random_seed(param.random_seed)
@@ -304,18 +312,20 @@ class Solver:
 
     # ---- testing -----------------------------------------------------------------------------
     def test_all(self) -> None:
+        """Test every test net with the solver's eval_type ("classification": mean outputs;
+        "detection": mAP of DetectionEvaluate rows, SSD's TestDetection)."""
+        run = getattr(self, EVAL_TYPES[self._param.eval_type])
         for i in range(len(self._test_nets)):
             if self._requested_early_exit:
                 break
-            self.test(i)
+            run(i)
 
-    def test(self, test_net_id: int = 0) -> List[float]:
-        """Run test net `test_net_id` for its test_iter batches; log and return mean outputs."""
+    def _test_iterations(self, test_net_id: int, consume: Callable[[Net], None]) -> bool:
+        """Run test net `test_net_id` for its test_iter batches, handing each forward's
+        net to `consume`; logs the test loss. False if a stop was requested."""
         p = self._param
-        _log.info(SOLVER_CPP + ':338', 'Iteration %d, Testing net (#%d)' % (self._iter, test_net_id))
         test_net = self._test_nets[test_net_id]
         test_net.share_with(self._net)
-        scores: Optional[np.ndarray] = None
         loss = 0.0
         n = p.test_iter[test_net_id]
         last = len(test_net.layers) - 1
@@ -333,16 +343,65 @@ class Solver:
                 iter_loss = test_net._forward(0, last) if last >= 0 else 0.0
             if p.test_compute_loss:
                 loss += iter_loss
-            result = np.concatenate([test_net.blobs[o].data.reshape(-1).astype(np.float64)
-                                     for o in test_net.outputs]) if test_net.outputs else np.zeros(0)
-            scores = result.copy() if scores is None else scores + result
+            consume(test_net)
         if self._requested_early_exit:
             _log.info(SOLVER_CPP + ':374', 'Test interrupted.')
-            return []
+            return False
         if p.test_compute_loss:
             loss /= n
             _log.info(SOLVER_CPP + ':381', 'Test loss: %s' % g(loss))
-        means = [] if scores is None else [float(f32(s / n)) for s in scores]
+        return True
+
+    def test_detection(self, test_net_id: int = 0) -> List[float]:
+        """SSD's TestDetection: mAP per test net output from DetectionEvaluate rows, with
+        the solver's ap_version; logged as `Test net output #i: <blob> = <mAP>` (and
+        `class<label>: <AP>` lines with show_per_class_result). Returns the mAPs."""
+        p = self._param
+        _log.info(SOLVER_CPP + ':451', 'Iteration %d, Testing net (#%d)' % (self._iter, test_net_id))
+        test_net = self._test_nets[test_net_id]
+        acc = DetectionAccumulator()
+
+        def consume(net: Net) -> None:
+            for j, name in enumerate(net.outputs):
+                try:
+                    acc.add(j, net.blobs[name].data, name)
+                except DetectionEvalError as e:
+                    raise SolverError(str(e)) from None
+
+        if not self._test_iterations(test_net_id, consume):
+            return []
+        try:
+            results = acc.results(p.ap_version,
+                                  lambda msg: _log.warning(SOLVER_CPP + ':540', msg))
+        except (DetectionEvalError, ValueError) as e:
+            raise SolverError('eval_type "detection": %s' % e) from None
+        maps = []
+        for i, m, aps in results:
+            if p.show_per_class_result:
+                for label, ap in aps.items():
+                    _log.info(SOLVER_CPP + ':549', 'class%d: %s' % (label, g(f32(ap))))
+            _log.info(SOLVER_CPP + ':559', '    Test net output #%d: %s = %s'
+                      % (i, test_net.outputs[i], g(m)))
+            maps.append(m)
+        self._mean_scores[test_net_id] = maps
+        return maps
+
+    def test(self, test_net_id: int = 0) -> List[float]:
+        """Run test net `test_net_id` for its test_iter batches; log and return mean outputs."""
+        p = self._param
+        _log.info(SOLVER_CPP + ':338', 'Iteration %d, Testing net (#%d)' % (self._iter, test_net_id))
+        test_net = self._test_nets[test_net_id]
+        total: List[Optional[np.ndarray]] = [None]
+
+        def consume(net: Net) -> None:
+            result = np.concatenate([net.blobs[o].data.reshape(-1).astype(np.float64)
+                                     for o in net.outputs]) if net.outputs else np.zeros(0)
+            total[0] = result.copy() if total[0] is None else total[0] + result
+
+        if not self._test_iterations(test_net_id, consume):
+            return []
+        n = p.test_iter[test_net_id]
+        means = [] if total[0] is None else [float(f32(s / n)) for s in total[0]]
         self._mean_scores[test_net_id] = means
         if means:
             self._log_outputs(test_net, 'Test', SOLVER_CPP + ':406', means)
