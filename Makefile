@@ -36,7 +36,7 @@ toy-data: setup
 	$(PY) data/scripts/make_toy_dataset.py --out data/toy
 
 # MODEL=faster_rcnn: experiments/scripts/faster_rcnn_*.sh with ToyNet (SCHEME, OHEM);
-# MODEL=refinedet: caffe-fast-rcnn's toy LMDBs, examples/refinedet/ToyNet_toy_256.py, its job
+# MODEL=refinedet: caffe-fast-rcnn's toy LMDBs, examples/refinedet/ToyNet_toy_160.py, its job
 # script, test/refinedet_test.py and test/refinedet_demo.py.
 demo: setup toy-data
 ifeq ($(MODEL),faster_rcnn)

@@ -5,7 +5,7 @@
 
 Does what a RefineDet user does, from the Caffe root (caffe-fast-rcnn/): makes the toy
 LMDBs with data/toy/create_list.sh and create_data.sh, writes the nets with
-examples/refinedet/ToyNet_toy_256.py and trains with the job script it writes (the solver
+examples/refinedet/ToyNet_toy_160.py and trains with the job script it writes (the solver
 tests the model once at the end: `Test net output #0: detection_eval = <mAP>`), scores the
 final model with test/refinedet_test.py (the VOC07 metric, `Mean AP = ...`), draws
 detections on a few test images with test/refinedet_demo.py and the training curves with
@@ -23,10 +23,10 @@ import time
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 CAFFE_ROOT = os.path.join(ROOT, 'caffe-fast-rcnn')
-SCRIPT = 'examples/refinedet/ToyNet_toy_256.py'
-MODEL_DIR = 'models/ToyNet/toy/refinedet_toynet_256x256'
-JOB_LOG = 'jobs/ToyNet/toy/refinedet_toynet_256x256/toy_refinedet_toynet_256x256.log'
-MODEL_NAME = 'toy_refinedet_toynet_256x256'
+SCRIPT = 'examples/refinedet/ToyNet_toy_160.py'
+MODEL_DIR = 'models/ToyNet/toy/refinedet_toynet_160x160'
+JOB_LOG = 'jobs/ToyNet/toy/refinedet_toynet_160x160/toy_refinedet_toynet_160x160.log'
+MODEL_NAME = 'toy_refinedet_toynet_160x160'
 DEVKIT = os.path.join(ROOT, 'data', 'toy', 'VOCdevkit2007')
 
 
@@ -100,10 +100,10 @@ def main(argv=None):
                                '--out', out_dir] + images, env)
     curve = os.path.join(out_dir, 'training_curves.png')
     step('training curves', [py, 'tools/extra/plot_training_log.py', log, '-o', curve,
-                             '--title', 'RefineDet (ToyNet, 256x256) on the toy data set'], env)
+                             '--title', 'RefineDet (ToyNet, 160x160) on the toy data set'], env)
     elapsed = time.time() - start
     print('=' * 70)
-    print('Demo (RefineDet, ToyNet 256x256, on the toy data set) finished in %.1f min'
+    print('Demo (RefineDet, ToyNet 160x160, on the toy data set) finished in %.1f min'
           % (elapsed / 60))
     print('Training log:   %s' % os.path.relpath(log, ROOT))
     print('Final model:    %s' % os.path.relpath(model, ROOT))

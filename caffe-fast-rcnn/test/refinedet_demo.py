@@ -6,8 +6,8 @@ Run from the Caffe root (caffe-fast-rcnn/):
 
     python test/refinedet_demo.py --save_fig          # the original: examples/images/*.jpg
     python test/refinedet_demo.py --gpu_id -1 --save_fig --labelmap data/toy/labelmap_toy.prototxt \\
-        --def models/ToyNet/toy/refinedet_toynet_256x256/deploy.prototxt \\
-        --net models/ToyNet/toy/refinedet_toynet_256x256/<model>.caffemodel \\
+        --def models/ToyNet/toy/refinedet_toynet_160x160/deploy.prototxt \\
+        --net models/ToyNet/toy/refinedet_toynet_160x160/<model>.caffemodel \\
         --out ../output/demo/refinedet ../data/toy/VOCdevkit2007/VOC2007/JPEGImages/000401.jpg
 
 Each picture shows the detections scoring at least --threshold, with their class names

@@ -7,7 +7,7 @@ Run from the Caffe root (caffe-fast-rcnn/):
     python test/refinedet_test.py --gpu 0 --imdb voc_2007_test \\
         --path models/VGGNet/VOC0712/refinedet_vgg16_320x320/
     python test/refinedet_test.py --gpu -1 --imdb toy_2007_test \\
-        --path models/ToyNet/toy/refinedet_toynet_256x256/ --net <one>.caffemodel
+        --path models/ToyNet/toy/refinedet_toynet_160x160/ --net <one>.caffemodel
 
 Every .caffemodel in --path is scored (or those given with --net) with --path's
 deploy.prototxt (for COCO, single_test_deploy.prototxt when there is one, whose

@@ -32,15 +32,18 @@ Body = Callable[[Any], List[str]]
 
 # ---- the settings every script shares ---------------------------------------------------------
 
-def batch_samplers(min_scale: float = 0.3, max_trials: int = 50) -> List[Dict[str, Any]]:
-    """SSD's seven batch samplers: the whole image, then one random crop (scale
-    min_scale..1, aspect 0.5..2) per constraint: Jaccard overlap with some ground truth box
-    at least 0.1, 0.3, 0.5, 0.7, 0.9, or at most 1 (any crop)."""
+def batch_samplers(min_scale: float = 0.3, max_trials: int = 50,
+                   min_overlaps: Sequence[float] = (0.1, 0.3, 0.5, 0.7, 0.9),
+                   any_crop: bool = True) -> List[Dict[str, Any]]:
+    """SSD's batch samplers: the whole image, then one random crop (scale min_scale..1,
+    aspect 0.5..2) per constraint: Jaccard overlap with some ground-truth box at least
+    each of min_overlaps (0.1, 0.3, 0.5, 0.7, 0.9), and (any_crop) at most 1, any crop."""
     crop = {'min_scale': min_scale, 'max_scale': 1.0,
             'min_aspect_ratio': 0.5, 'max_aspect_ratio': 2.0}
     samplers: List[Dict[str, Any]] = [{'sampler': {}, 'max_trials': 1, 'max_sample': 1}]
-    constraints = [{'min_jaccard_overlap': v} for v in (0.1, 0.3, 0.5, 0.7, 0.9)]
-    constraints.append({'max_jaccard_overlap': 1.0})
+    constraints = [{'min_jaccard_overlap': v} for v in min_overlaps]
+    if any_crop:
+        constraints.append({'max_jaccard_overlap': 1.0})
     for constraint in constraints:
         samplers.append({'sampler': dict(crop), 'sample_constraint': constraint,
                          'max_trials': max_trials, 'max_sample': 1})
@@ -48,10 +51,11 @@ def batch_samplers(min_scale: float = 0.3, max_trials: int = 50) -> List[Dict[st
 
 
 def train_transform_param(width: int, height: int, force_color: bool = False,
-                          max_expand_ratio: float = 4.0) -> Dict[str, Any]:
+                          max_expand_ratio: float = 4.0,
+                          expand_prob: float = 0.5) -> Dict[str, Any]:
     """The training transformation: mirror, mean (104, 117, 123), warp to width x height
-    with a random interpolation, photometric distortions, zoom-out expansion and the
-    centre emit constraint."""
+    with a random interpolation, photometric distortions, zoom-out expansion (none when
+    expand_prob is 0) and the centre emit constraint."""
     param: Dict[str, Any] = {
         'mirror': True,
         'mean_value': [104, 117, 123],
@@ -65,9 +69,10 @@ def train_transform_param(width: int, height: int, force_color: bool = False,
             'hue_prob': 0.5, 'hue_delta': 18,
             'saturation_prob': 0.5, 'saturation_lower': 0.5, 'saturation_upper': 1.5,
             'random_order_prob': 0.0},
-        'expand_param': {'prob': 0.5, 'max_expand_ratio': max_expand_ratio},
         'emit_constraint': {'emit_type': caffe_pb2.EmitConstraint.CENTER},
     }
+    if expand_prob > 0:
+        param['expand_param'] = {'prob': expand_prob, 'max_expand_ratio': max_expand_ratio}
     if force_color:
         param['force_color'] = True
     return param
@@ -193,7 +198,8 @@ def scale_base_lr(base_lr: float, normalization_mode: int, neg_pos_ratio: float,
 # ---- extra layers: RefineDet's transfer connection blocks ----------------------------------
 
 def add_tcb(net: Any, arm_sources: Sequence[str], use_batchnorm: bool, lr_mult: float = 1,
-            num_output: int = 256, normalizations: Sequence[float] = ()) -> List[str]:
+            num_output: int = 256, normalizations: Sequence[float] = (),
+            **bn_params: Any) -> List[str]:
     """The transfer connection blocks over the ARM sources (shallow to deep), made deepest
     first as RefineDet's AddExtraLayers does; returns the ARM sources to use (an
     L2-normalised source `<name>_norm` where normalizations gives a scale other than -1).
@@ -202,7 +208,8 @@ def add_tcb(net: Any, arm_sources: Sequence[str], use_batchnorm: bool, lr_mult: 
     level k: TLk_1, TLk_2 and Pk, three 3x3 convolutions with ReLU. Each other level k:
     TLk_1 (3x3, ReLU), TLk_2 (3x3, no ReLU), P(k+1)-up (P(k+1) upsampled by a 2x2 stride-2
     deconvolution), Eltk = TLk_2 + P(k+1)-up, its ReLU, and Pk (3x3, ReLU). The ODM reads
-    P3 .. P(n+2)."""
+    P3 .. P(n+2). `bn_params` (eps, moving_average_fraction, use_global_stats) go to the
+    BatchNorm layers when use_batchnorm."""
     sources = list(arm_sources)
     if normalizations and len(normalizations) != len(sources):
         raise ValueError('add_tcb: %d normalizations for %d ARM sources'
@@ -219,21 +226,23 @@ def add_tcb(net: Any, arm_sources: Sequence[str], use_batchnorm: bool, lr_mult: 
             from_layer = sources[index] = norm_name
         tl1, tl2, p = 'TL{}_1'.format(level), 'TL{}_2'.format(level), 'P{}'.format(level)
         ConvBNLayer(net, from_layer, tl1, use_batchnorm, True, num_output, 3, 1, 1,
-                    lr_mult=lr_mult)
+                    lr_mult=lr_mult, **bn_params)
         if level == top:
             ConvBNLayer(net, tl1, tl2, use_batchnorm, True, num_output, 3, 1, 1,
-                        lr_mult=lr_mult)
-            ConvBNLayer(net, tl2, p, use_batchnorm, True, num_output, 3, 1, 1, lr_mult=lr_mult)
+                        lr_mult=lr_mult, **bn_params)
+            ConvBNLayer(net, tl2, p, use_batchnorm, True, num_output, 3, 1, 1, lr_mult=lr_mult,
+                        **bn_params)
             continue
-        ConvBNLayer(net, tl1, tl2, use_batchnorm, False, num_output, 3, 1, 1, lr_mult=lr_mult)
+        ConvBNLayer(net, tl1, tl2, use_batchnorm, False, num_output, 3, 1, 1, lr_mult=lr_mult,
+                    **bn_params)
         upper = 'P{}'.format(level + 1)
         DeconvBNLayer(net, upper, upper + '-up', use_batchnorm, False, num_output, 2, 0, 2,
-                      lr_mult=lr_mult)
+                      lr_mult=lr_mult, **bn_params)
         elt = 'Elt{}'.format(level)
         EltwiseLayer(net, [tl2, upper + '-up'], elt)
         net[elt + '_relu'] = L.ReLU(net[elt], in_place=True)
         ConvBNLayer(net, elt + '_relu', p, use_batchnorm, True, num_output, 3, 1, 1,
-                    lr_mult=lr_mult)
+                    lr_mult=lr_mult, **bn_params)
     return sources
 
 
