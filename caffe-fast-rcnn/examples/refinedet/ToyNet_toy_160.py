@@ -129,6 +129,8 @@ solver_param = {
     'device_id': devices.device_id,
     'debug_info': False,
     'snapshot_after_train': True,
+    # Fixed, so that the demo repeats (weights, sampling and augmentation draw from it).
+    'random_seed': 1,
     'test_iter': [test_iter],
     'test_interval': max_iter,
     'eval_type': "detection",

@@ -503,7 +503,7 @@ def write_job(*, model_name: str, body: Body, caffe_root: str, save_dir: str,
 
 def run_job(job_file: str) -> int:
     """Run the job script (the training); returns its exit status."""
-    return subprocess.call(os.path.abspath(job_file), shell=True)
+    return subprocess.call([os.path.abspath(job_file)])
 
 
 def command_line(run_soon: bool, gpus: str,
