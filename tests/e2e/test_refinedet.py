@@ -301,7 +301,7 @@ def test_example_scripts_write_their_files(toy_root, scripts_output):
     assert '--weights' not in toy.job and '--gpu' not in toy.job
     assert toy.solver.solver_mode == caffe_pb2.SolverParameter.CPU
     assert toy.solver.eval_type == 'detection' and toy.solver.test_interval == \
-        toy.solver.max_iter
+        toy.solver.max_iter // 2 and toy.solver.type == 'Adam'
 
 
 # One script of each distinct net; the others must write the same nets up to data paths

@@ -10,8 +10,8 @@ It writes the train/test/deploy/solver prototxts to
     models/ToyNet/toy/refinedet_toynet_160x160/
 and the job script
     jobs/ToyNet/toy/refinedet_toynet_160x160/toy_refinedet_toynet_160x160.sh,
-then runs it on the CPU (gpus = ""). The solver tests the toy test set once, after the
-last iteration (`Test net output #0: detection_eval = <mAP>`); test/refinedet_test.py
+then runs it on the CPU (gpus = ""). The solver tests the toy test set halfway and after
+the last iteration (`Test net output #0: detection_eval = <mAP>`); test/refinedet_test.py
 scores the final model with the VOC07 metric.
 
 The net is RefineDet's at a smaller scale: a conv body of BatchNorm'd convolutions (a 4x4
@@ -23,8 +23,6 @@ whole image and crops keeping half or 70% of a box) and no zoom-out expansion, B
 statistics averaged over about the last 100 iterations (moving_average_fraction 0.99)
 instead of the whole run, 1000 iterations of 8 images.
 """
-from __future__ import print_function
-
 import os
 import sys
 
@@ -105,7 +103,7 @@ batch_size = 8
 accum_batch_size = 8
 devices = split_batch(gpus, batch_size, accum_batch_size)
 
-# The whole toy test set, once, after the last iteration.
+# The whole toy test set, halfway and after the last iteration.
 num_test_image = 200
 test_batch_size = 8
 test_iter = -(-num_test_image // test_batch_size)
@@ -132,7 +130,7 @@ solver_param = {
     # Fixed, so that the demo repeats (weights, sampling and augmentation draw from it).
     'random_seed': 1,
     'test_iter': [test_iter],
-    'test_interval': max_iter,
+    'test_interval': max_iter // 2,
     'eval_type': "detection",
     'ap_version': "11point",
     'test_initialization': False,

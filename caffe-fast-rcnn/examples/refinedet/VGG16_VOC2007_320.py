@@ -12,8 +12,6 @@ and the job script
     jobs/VGGNet/VOC0712/refinedet_vgg16_320x320/VOC0712_refinedet_vgg16_320x320.sh,
 then runs it (run_soon). With resume_training the job resumes from the latest solverstate.
 """
-from __future__ import print_function
-
 import os
 import sys
 

@@ -12,8 +12,6 @@ and the job script
     jobs/VGGNet/VOC0712Plus/refinedet_vgg16_512x512/VOC0712Plus_refinedet_vgg16_512x512.sh,
 then runs it (run_soon). With resume_training the job resumes from the latest solverstate.
 """
-from __future__ import print_function
-
 import os
 import sys
 
