@@ -323,7 +323,8 @@ def test_example_scripts_share_the_distinct_nets(scripts_output):
                     (script, other, kind)
 
 
-@pytest.mark.parametrize('script', sorted(DISTINCT))
+@pytest.mark.parametrize('script', [pytest.param(s, marks=pytest.mark.slow) if 'ResNet' in s
+                                    else s for s in sorted(DISTINCT)])
 def test_example_script_nets_build_in_train_and_test(toy_root, scripts_output, script,
                                                      tmp_path):
     folder = toy_root.caffe / scripts_output[script].folder
