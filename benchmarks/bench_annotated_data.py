@@ -33,8 +33,8 @@ import numpy as np  # noqa: E402
 from google.protobuf import text_format  # noqa: E402
 
 import caffe  # noqa: E402
-from caffe import annoset_tools  # noqa: E402
 from caffe.proto import caffe_pb2  # noqa: E402
+from caffe.tools import convert_annoset  # noqa: E402
 from datasets.toy_generator import make_toy_dataset  # noqa: E402
 
 LABELMAP = os.path.join(ROOT, 'caffe-fast-rcnn', 'data', 'VOC0712', 'labelmap_voc.prototxt')
@@ -73,8 +73,8 @@ def toy_lmdb(work, images, size, name):
         for k, c in enumerate(summary['classes'], 1):
             f.write('item { name: "%s" label: %d display_name: "%s" }\n' % (c, k, c))
     t = time.perf_counter()
-    status = annoset_tools.convert_annoset(['--anno_type=detection', '--label_map_file=' + labelmap,
-                                            '--encode_type=jpg', '--encoded', devkit, lst, db])
+    status = convert_annoset.main(['--anno_type=detection', '--label_map_file=' + labelmap,
+                                   '--encode_type=jpg', '--encoded', devkit, lst, db])
     assert status == 0
     return db, time.perf_counter() - t
 

@@ -162,6 +162,28 @@ def nms(boxes, scores, threshold, top_k):
     return kept
 
 
+# ---- a head's inputs ------------------------------------------------------------------------
+
+def head_inputs(loc, priors, p):
+    """(n, priors as 2 x P x 4, P, classes C, share_location, loc classes, background id)
+    of a MultiBoxLoss or DetectionOutput bottom set with parameters p."""
+    n = loc.shape[0]
+    pri = np.asarray(priors, np.float64).reshape(2, -1, 4)
+    share = p['share_location']
+    C = p['num_classes']
+    return n, pri, pri.shape[1], C, share, 1 if share else C, p['background_label_id']
+
+
+def refined_anchors(pri, arm_loc, i, code, in_target):
+    """Image i's anchors: the priors, or with arm_loc the priors moved by the ARM's offsets
+    (RefineDet)."""
+    num_p = pri.shape[1]
+    if arm_loc is None:
+        return [list(pri[0, j]) for j in range(num_p)]
+    al = np.asarray(arm_loc, np.float64).reshape(-1, num_p, 4)
+    return [decode(pri[0, j], pri[1, j], al[i, j], code, in_target) for j in range(num_p)]
+
+
 # ---- MultiBoxLoss ---------------------------------------------------------------------------
 
 DEFAULTS = dict(loc_loss_type=SMOOTH_L1, conf_loss_type=SOFTMAX, loc_weight=1.0, share_location=True,
@@ -218,22 +240,12 @@ def multibox_loss(loc, conf, priors, label, params, arm_conf=None, arm_loc=None,
                   propagate=(True, True)):
     """Loss and the gradients (loss weight 1) of Caffe's MultiBoxLoss."""
     p = dict(DEFAULTS, **params)
-    n = loc.shape[0]
-    pri = np.asarray(priors, np.float64).reshape(2, -1, 4)
-    num_p = pri.shape[1]
-    C = p['num_classes']
-    share = p['share_location']
-    lc = 1 if share else C
-    bg = p['background_label_id']
+    n, pri, num_p, C, share, lc, bg = head_inputs(loc, priors, p)
     code, evit = p['code_type'], p['encode_variance_in_target']
     loc_r = np.asarray(loc, np.float64).reshape(n, num_p, lc, 4)
     conf_r = np.asarray(conf, np.float64).reshape(n, num_p, C)
     gts = ground_truth(label, C, bg, p['use_difficult_gt'])
-    anchors = [[list(pri[0, j]) for j in range(num_p)] for _ in range(n)]
-    if arm_loc is not None:
-        al = np.asarray(arm_loc, np.float64).reshape(n, num_p, 4)
-        anchors = [[decode(pri[0, j], pri[1, j], al[i, j], code, evit) for j in range(num_p)]
-                   for i in range(n)]
+    anchors = [refined_anchors(pri, arm_loc, i, code, evit) for i in range(n)]
     plain = [list(pri[0, j]) for j in range(num_p)]
     matches, overlaps = [], []
     for i in range(n):
@@ -429,13 +441,7 @@ def detection_output(loc, conf, priors, params, arm_conf=None, arm_loc=None):
     p = dict(dict(share_location=True, background_label_id=0, code_type=CORNER,
                   variance_encoded_in_target=False, keep_top_k=-1, confidence_threshold=None,
                   nms_threshold=0.3, eta=1.0, top_k=-1, objectness_score=0.01), **params)
-    n = loc.shape[0]
-    pri = np.asarray(priors, np.float64).reshape(2, -1, 4)
-    num_p = pri.shape[1]
-    C = p['num_classes']
-    share = p['share_location']
-    lc = 1 if share else C
-    bg = p['background_label_id']
+    n, pri, num_p, C, share, lc, bg = head_inputs(loc, priors, p)
     thr = np.float32(-np.finfo(np.float32).max if p['confidence_threshold'] is None
                      else p['confidence_threshold'])                  # Caffe's float threshold
     loc_r = np.asarray(loc, np.float64).reshape(n, num_p, lc, 4)
@@ -449,11 +455,8 @@ def detection_output(loc, conf, priors, params, arm_conf=None, arm_loc=None):
                 if a[i, j, 1] < np.float32(p['objectness_score']):
                     scores[j] = 0
                     scores[j, 0] = 1
-        anchors = [list(pri[0, j]) for j in range(num_p)]
-        if arm_loc is not None:
-            al = np.asarray(arm_loc, np.float64).reshape(n, num_p, 4)
-            anchors = [decode(pri[0, j], pri[1, j], al[i, j], p['code_type'],
-                              p['variance_encoded_in_target']) for j in range(num_p)]
+        anchors = refined_anchors(pri, arm_loc, i, p['code_type'],
+                                  p['variance_encoded_in_target'])
         decoded = {}
         for c in range(lc):
             lab = -1 if share else c

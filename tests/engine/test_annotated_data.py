@@ -489,8 +489,9 @@ def test_test_phase_with_the_seeds_test_settings_only_resizes(db):
 
 
 def test_data_parallel_solvers_share_the_records_like_data(db, monkeypatch):
-    from caffe.layers import db_data
-    monkeypatch.setattr(db_data, '_solver_rank_count', lambda: (1, 2))
+    from caffe import parallel
+    monkeypatch.setattr(parallel, 'solver_rank', lambda: 1)
+    monkeypatch.setattr(parallel, 'solver_count', lambda: 2)
     # Solver 1 of 2 takes stream positions 1, 3, 5: records 1, 0, 2.
     _, label = forward(make_net(net_text(db, batch_size=3)))
     rows = label[0, 0]

@@ -14,13 +14,7 @@ T = lambda a: torch.tensor(a, dtype=torch.float64)  # noqa: E731
 CODE = caffe_pb2.PriorBoxParameter
 MB = caffe_pb2.MultiBoxLossParameter
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 # ---- sizes and overlaps ---------------------------------------------------------------------

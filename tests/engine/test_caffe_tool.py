@@ -62,15 +62,7 @@ SOLVER = ('net: "net.prototxt" base_lr: 0.05 momentum: 0.9 weight_decay: 0.001 l
           'gamma: 0.7 stepsize: 7 max_iter: %d snapshot: 5 snapshot_prefix: "%s" display: 1 '
           'random_seed: 11 solver_mode: CPU')
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture
@@ -86,17 +78,8 @@ def weights_of(path):
     return {(l.name, i): np.array(b.data, np.float32) for l in m.layer for i, b in enumerate(l.blobs)}
 
 
-@pytest.fixture
-def one_thread():
-    """Same float summation order in this process as in the OMP_NUM_THREADS=1 child."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def test_sigkill_and_resume_follow_the_uninterrupted_trajectory(workdir, one_thread):
+def test_sigkill_and_resume_follow_the_uninterrupted_trajectory(workdir, one_torch_thread):
+    # one_torch_thread: the same float summation order here as in the OMP_NUM_THREADS=1 child.
     max_iter = 30
     (workdir / 'net.prototxt').write_text(NET % '0.03')
     (workdir / 'full.prototxt').write_text(SOLVER % (max_iter, 'full/s'))

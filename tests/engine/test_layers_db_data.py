@@ -12,7 +12,6 @@ import torch
 from google.protobuf import text_format
 
 import caffe
-from caffe.layers import db_data
 
 R = np.random.RandomState(11)
 IMGS = R.randint(0, 256, (5, 3, 6, 8)).astype(np.uint8)  # 5 records, C x H x W = 3 x 6 x 8
@@ -254,14 +253,20 @@ def test_rand_skip_and_data_parallel_skip(raw_db, monkeypatch):
     np.testing.assert_array_equal(net.blobs['label'].data, [LABELS[i] for i in (2, 3, 4)])
     monkeypatch.undo()
     # Solver 1 of 2 takes every other record of the endless stream in TRAIN ...
-    monkeypatch.setattr(db_data, '_solver_rank_count', lambda: (1, 2))
-    net = data_net(raw_db, batch_size=5, phase=caffe.TRAIN)
-    net.forward()
-    np.testing.assert_array_equal(net.blobs['label'].data, [LABELS[i] for i in (1, 3, 0, 2, 4)])
-    # ... but every record in TEST, where only one solver runs.
-    net = data_net(raw_db, batch_size=5)
-    net.forward()
-    np.testing.assert_array_equal(net.blobs['label'].data, LABELS)
+    caffe.set_solver_count(2)
+    caffe.set_solver_rank(1)
+    try:
+        net = data_net(raw_db, batch_size=5, phase=caffe.TRAIN)
+        net.forward()
+        np.testing.assert_array_equal(net.blobs['label'].data,
+                                      [LABELS[i] for i in (1, 3, 0, 2, 4)])
+        # ... but every record in TEST, where only one solver runs.
+        net = data_net(raw_db, batch_size=5)
+        net.forward()
+        np.testing.assert_array_equal(net.blobs['label'].data, LABELS)
+    finally:
+        caffe.set_solver_count(1)
+        caffe.set_solver_rank(0)
 
 
 # ---- Data: errors ------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import caffe
 from caffe import protoio
 from caffe.proto import caffe_pb2
 
-from gradcheck import check_net_gradients
+from gradcheck import check_net_gradients, forward_net
 
 R = np.random.RandomState(11)
 FIXTURE = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'conformance_fixtures',
@@ -26,15 +26,7 @@ def norm_net(shape, norm_param='', lr=''):
 
 
 def build(text, x, dtype=torch.float64, weights=None):
-    param = protoio.parse_text(text, caffe_pb2.NetParameter())
-    with caffe.precision(dtype):
-        net = caffe.Net(param, caffe.TRAIN)
-        if weights is not None:
-            net.copy_from(weights)
-        net.blobs['x'].reshape(*x.shape)
-        net.blobs['x'].data[...] = x
-        net.forward()
-    return net
+    return forward_net(text, {'x': x}, dtype=dtype, weights=weights)
 
 
 def reference(x, scale, across, shared, eps):

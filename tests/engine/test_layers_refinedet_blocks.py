@@ -11,22 +11,9 @@ import caffe
 from caffe import protoio
 from caffe.proto import caffe_pb2
 
-from gradcheck import check_net_gradients
+from gradcheck import check_net_gradients, forward_net as net_from
 
 R = np.random.RandomState(5)
-
-
-def net_from(text, inputs, phase=caffe.TRAIN, dtype=torch.float64, seed=None):
-    param = protoio.parse_text(text, caffe_pb2.NetParameter())
-    with caffe.precision(dtype):
-        if seed is not None:
-            caffe.set_random_seed(seed)
-        net = caffe.Net(param, phase)
-        for k, v in inputs.items():
-            net.blobs[k].reshape(*np.shape(v))
-            net.blobs[k].data[...] = v
-        net.forward()
-    return net
 
 
 def header(**shapes):

@@ -11,13 +11,7 @@ from caffe.proto import caffe_pb2
 
 import ssd_reference as ref
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def build(text, phase=caffe.TEST, dtype=torch.float64):

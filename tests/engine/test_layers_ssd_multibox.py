@@ -11,13 +11,7 @@ from caffe.proto import caffe_pb2
 import ssd_reference as ref
 from gradcheck import check_net_gradients
 
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Small tensors: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 ENUMS = {

@@ -50,15 +50,7 @@ class Feed(caffe.Layer):
         self.count += 1
 '''
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def net(dim=8, hidden=5, nan_at=-1):

@@ -1,8 +1,9 @@
 """caffe: Caffe's Python interface (pycaffe), with PyTorch doing the computing.
 
 `import caffe` gives what pycaffe gives: Net, the solvers, Layer for Python layers,
-TRAIN/TEST, set_mode_cpu/gpu, set_device, set_random_seed, layer_type_list, and the
-io, net_spec, draw and coord_map modules. The formats and the behaviour are Caffe's
+TRAIN/TEST, set_mode_cpu/gpu, set_device, set_random_seed, layer_type_list, the
+multi-GPU API (NCCL, set_solver_count/rank, set_multiprocess: see caffe.parallel), Timer,
+and the io, net_spec, draw and coord_map modules. The formats and the behaviour are Caffe's
 (caffe-fast-rcnn and BVLC master), so existing prototxts, .caffemodel files and scripts
 work unchanged.
 """
@@ -19,6 +20,20 @@ from .proto import caffe_pb2  # noqa: F401
 from .solver import (SGDSolver, NesterovSolver, AdaGradSolver, RMSPropSolver,  # noqa: F401
                      AdaDeltaSolver, AdamSolver, get_solver, get_solver_from_file,
                      get_solver_from_string)
+
+from .parallel import (NCCL, set_solver_count, set_solver_rank, set_multiprocess,  # noqa: F401
+                       solver_count, solver_rank)
+from .timer import Timer, init_log, log  # noqa: F401
+
+get_solver_count = solver_count   # the names some forks use
+get_solver_rank = solver_rank
+
+
+def has_nccl() -> bool:
+    """Whether NCCL (GPU data-parallel training) is available to this PyTorch."""
+    import torch.distributed as dist
+    return dist.is_available() and dist.is_nccl_available()
+
 
 __version__ = '1.0.0'
 

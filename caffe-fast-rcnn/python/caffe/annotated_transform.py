@@ -45,7 +45,8 @@ import numpy as np
 
 from . import im_transforms, sampler
 from .data_transform import DataTransformer, engine_seed
-from .errors import LayerError, NetError
+from .errors import ImageError, LayerError, NetError
+from .image_file import decode_image
 from .phase import Phase
 from .proto import caffe_pb2
 
@@ -147,11 +148,11 @@ class AnnotatedDataTransformer:
     def decode(self, datum: caffe_pb2.Datum, where: str) -> np.ndarray:
         """A Datum's picture as H x W x C uint8 (encoded images decoded by OpenCV, BGR)."""
         if datum.encoded:
-            img = cv2.imdecode(np.frombuffer(datum.data, dtype=np.uint8),
-                               self.pixels.decode_flag())
-            if img is None:
-                raise LayerError('layer %r (AnnotatedData): cannot decode the encoded image of '
-                                 '%s' % (self.layer, where))
+            try:
+                img = decode_image(np.frombuffer(datum.data, dtype=np.uint8),
+                                   self.pixels.decode_flag(), where)
+            except ImageError as e:
+                raise LayerError('layer %r (AnnotatedData): %s' % (self.layer, e)) from None
             return im_transforms.hwc(img)
         self.pixels.note_raw_datum()
         c, h, w = int(datum.channels), int(datum.height), int(datum.width)

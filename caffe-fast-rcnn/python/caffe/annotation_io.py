@@ -18,7 +18,8 @@ Annotation formats (the `label_type` of convert_annoset):
 * txt: lines `label xmin ymin xmax ymax` (label used as is), normalised by the image's size.
 
 Problems stop with an AnnotationError naming the file (and object): a class the label map
-lacks, a box with xmax < xmin or ymax < ymin, a malformed file. Boxes outside the image and
+lacks, a box with xmax < xmin or ymax < ymin, a malformed file (an image that cannot be read
+is caffe.image_datum's ImageError). Boxes outside the image and
 sizes that disagree with the image are logged as warnings, as SSD does.
 
 Deliberate differences from SSD, all on input SSD mishandles: an inverted box stops the
@@ -35,18 +36,18 @@ import os
 import xml.etree.ElementTree as ET
 from typing import Callable, Dict, List, Optional, Tuple
 
-import cv2
 import numpy as np
 
 from . import _log
 from .errors import CaffeError
+from .image_datum import image_datum, read_image
 from .proto import caffe_pb2
 
 _IO = 'io.cpp'
 
 
 class AnnotationError(CaffeError):
-    """An image or annotation file that cannot be converted."""
+    """An annotation file that cannot be converted."""
 
 
 # One annotated object: (label, xmin, ymin, xmax, ymax, difficult), in pixels.
@@ -199,90 +200,25 @@ def fill_annotation_groups(anno_datum: caffe_pb2.AnnotatedDatum, objects: List[O
         b.difficult = bool(difficult)
 
 
-# ---- images -----------------------------------------------------------------------------------
-
-def _match_ext(path: str, encoding: str) -> bool:
-    """Does the file's extension name `encoding` (jpg also matching .jpeg)? (Caffe's matchExt)"""
-    ext = path.rsplit('.', 1)[-1].lower() if '.' in path else path.lower()
-    enc = encoding.lower()
-    return ext == enc or (enc == 'jpg' and ext == 'jpeg')
-
-
-def read_image(path: str, height: int, width: int, min_dim: int, max_dim: int,
-               is_color: bool) -> Tuple[np.ndarray, bytes, Tuple[int, int]]:
-    """(image H x W [x C] uint8 after the requested resizing, the file's bytes, original
-    (height, width)); a missing or undecodable file is an AnnotationError naming it."""
-    try:
-        with open(path, 'rb') as f:
-            raw = f.read()
-    except OSError:
-        _log.error(_IO, 'Could not open or find file %s' % path)
-        raise AnnotationError('Could not open or find file %s' % path) from None
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8),
-                       cv2.IMREAD_COLOR if is_color else cv2.IMREAD_GRAYSCALE)
-    if img is None:
-        _log.error(_IO, 'Could not open or find file %s' % path)
-        raise AnnotationError('Could not decode the image file %s' % path)
-    original = img.shape[:2]
-    if min_dim > 0 or max_dim > 0:
-        rows, cols = original
-        factor = np.float32(1)
-        if min_dim > 0 and min(rows, cols) < min_dim:
-            factor = np.float32(min_dim) / np.float32(min(rows, cols))
-        if max_dim > 0 and int(factor * np.float32(max(rows, cols))) > max_dim:
-            factor = np.float32(max_dim) / np.float32(max(rows, cols))
-        if factor != 1:
-            img = cv2.resize(img, None, fx=float(factor), fy=float(factor))
-    elif height > 0 and width > 0:
-        img = cv2.resize(img, (width, height))
-    return img, raw, original
-
-
-def image_to_datum(datum: caffe_pb2.Datum, path: str, img: np.ndarray, raw: bytes,
-                   encoding: str, exact_type: bool, resized: bool, is_color: bool,
-                   label: int) -> None:
-    """Fill `datum` as Caffe's ReadImageToDatum: the file's own bytes when they already are
-    the requested encoding and nothing was resized, else the image encoded as asked, else
-    raw C x H x W pixels."""
-    channels = 1 if img.ndim == 2 else img.shape[2]
-    datum.channels, datum.height, datum.width = channels, img.shape[0], img.shape[1]
-    datum.label = label
-    del datum.float_data[:]
-    if encoding:
-        datum.encoded = True
-        if exact_type and (channels == 3) == is_color and not resized \
-                and _match_ext(path, encoding):
-            datum.data = raw
-            return
-        ok, buf = cv2.imencode('.' + encoding, img)
-        if not ok:
-            raise AnnotationError('%s: cannot encode the image as %r' % (path, encoding))
-        datum.data = buf.tobytes()
-        return
-    datum.encoded = False
-    chw = img[np.newaxis] if img.ndim == 2 else img.transpose(2, 0, 1)
-    datum.data = np.ascontiguousarray(chw).tobytes()
-
-
 def read_rich_image(path: str, label_path: str, height: int, width: int, min_dim: int,
-                    max_dim: int, is_color: bool, encoding: str, exact_type: bool,
-                    label_type: str, name_to_label: Dict[str, int]
-                    ) -> caffe_pb2.AnnotatedDatum:
-    """Caffe's ReadRichImageToAnnotatedDatum for BBOX annotations: the image (label -1) and
-    the boxes of `label_path` (none when that file does not exist, as in SSD)."""
+                    max_dim: int, is_color: bool, encoding: str, label_type: str,
+                    name_to_label: Dict[str, int]) -> caffe_pb2.AnnotatedDatum:
+    """Caffe's ReadRichImageToAnnotatedDatum for BBOX annotations: the image as
+    ReadImageToDatum makes it (label -1; see caffe.image_datum) and the boxes of
+    `label_path`, normalised by the original image's size (none when that file does not
+    exist, as in SSD)."""
     reader = READERS.get(label_type)
     if reader is None:
         raise AnnotationError('Unknown label file type %r (expected xml, json or txt)'
                               % label_type)
-    img, raw, (orig_h, orig_w) = read_image(path, height, width, min_dim, max_dim, is_color)
-    ad = caffe_pb2.AnnotatedDatum()
-    resized = min_dim > 0 or max_dim > 0 or (height > 0 and width > 0)
-    image_to_datum(ad.datum, path, img, raw, encoding, exact_type, resized, is_color, -1)
-    ad.type = caffe_pb2.AnnotatedDatum.BBOX
+    loaded = read_image(path, height, width, is_color, min_dim, max_dim)
+    ad = caffe_pb2.AnnotatedDatum(type=caffe_pb2.AnnotatedDatum.BBOX)
+    ad.datum.CopyFrom(image_datum(loaded, path, -1, encoding, is_color,
+                                  bool(height or width or min_dim or max_dim)))
     if not os.path.exists(label_path):
         _log.warning(_IO, 'annotation file %s does not exist: the image has no boxes'
                      % label_path)
         return ad
-    h, w, objects = reader(label_path, orig_h, orig_w, name_to_label)
+    h, w, objects = reader(label_path, *loaded.original, name_to_label)
     fill_annotation_groups(ad, objects, h, w)
     return ad

@@ -28,7 +28,7 @@ differences are noted in the functions concerned:
 from __future__ import annotations
 
 import os
-from typing import Any, Dict, List, Optional, Sequence, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 import caffe  # noqa: F401  (part of what `from caffe.model_libs import *` gives scripts)
 from . import params as P
@@ -621,6 +621,30 @@ def _prediction(net: NetSpec, from_layer: str, name: str, num_output: int, use_b
     return net[flat]
 
 
+def _loc_conf(net: NetSpec, from_layer: str, num_priors: int, num_classes: int,
+              share_location: bool, loc_postfix: str, conf_postfix: str, use_bn: bool,
+              lr_mult: float, kernel_size: int, pad: int, bn_param: Dict[str, Any]
+              ) -> Tuple[Top, Top]:
+    """One source's predictions: `<src>_mbox_loc<loc_postfix>` (4 values per prior, times
+    num_classes without share_location) and `<src>_mbox_conf<conf_postfix>` (num_classes
+    per prior), each permuted and flattened (see _prediction)."""
+    loc_out = num_priors * 4 * (1 if share_location else num_classes)
+    loc = _prediction(net, from_layer, '{}_mbox_loc{}'.format(from_layer, loc_postfix), loc_out,
+                      use_bn, lr_mult, kernel_size, pad, bn_param)
+    conf = _prediction(net, from_layer, '{}_mbox_conf{}'.format(from_layer, conf_postfix),
+                       num_priors * num_classes, use_bn, lr_mult, kernel_size, pad, bn_param)
+    return loc, conf
+
+
+def _concat(net: NetSpec, outputs: Sequence[Tuple[str, List[Top], int]]) -> List[Top]:
+    """A Concat `name` of the tops along `axis` for each (name, tops, axis), in order."""
+    concatenated = []
+    for name, tops, axis in outputs:
+        net[name] = L.Concat(*tops, axis=axis)
+        concatenated.append(net[name])
+    return concatenated
+
+
 def _prior_box(net: NetSpec, from_layer: str, data_layer: str, min_size: List, max_size: List,
                aspect_ratio: List, step: Any, flip: bool, clip: bool, variance: Sequence[float],
                offset: float, img_height: int, img_width: int) -> Top:
@@ -673,13 +697,11 @@ def CreateMultiBoxHead(net: NetSpec, data_layer: str = 'data', num_classes: Any 
         min_size, max_size, aspect_ratio, num_priors = _source_priors(
             i, min_sizes, max_sizes, aspect_ratios, flip)
         step = steps[i] if len(steps) > i else []
-        loc_out = num_priors * 4 * (1 if share_location else num_classes)
-        loc_layers.append(_prediction(net, from_layer, '{}_mbox_loc{}'.format(from_layer, loc_postfix),
-                                      loc_out, use_batchnorm, lr_mult, kernel_size, pad, bn_param))
-        conf_layers.append(_prediction(net, from_layer,
-                                       '{}_mbox_conf{}'.format(from_layer, conf_postfix),
-                                       num_priors * num_classes, use_batchnorm, lr_mult,
-                                       kernel_size, pad, bn_param))
+        loc, conf = _loc_conf(net, from_layer, num_priors, num_classes, share_location,
+                              loc_postfix, conf_postfix, use_batchnorm, lr_mult, kernel_size,
+                              pad, bn_param)
+        loc_layers.append(loc)
+        conf_layers.append(conf)
         prior_layers.append(_prior_box(net, from_layer, data_layer, min_size, max_size,
                                        aspect_ratio, step, flip, clip, list(prior_variance),
                                        offset, img_height, img_width))
@@ -687,15 +709,11 @@ def CreateMultiBoxHead(net: NetSpec, data_layer: str = 'data', num_classes: Any 
             objectness_layers.append(_prediction(
                 net, from_layer, '{}_mbox_objectness'.format(from_layer), num_priors * 2,
                 use_batchnorm, lr_mult, kernel_size, pad, bn_param))
-    outputs = [('_loc', loc_layers, 1), ('_conf', conf_layers, 1), ('_priorbox', prior_layers, 2)]
+    outputs = [(prefix + '_loc', loc_layers, 1), (prefix + '_conf', conf_layers, 1),
+               (prefix + '_priorbox', prior_layers, 2)]
     if use_objectness:
-        outputs.append(('_objectness', objectness_layers, 1))
-    mbox_layers = []
-    for suffix, tops, axis in outputs:
-        name = prefix + suffix
-        net[name] = L.Concat(*tops, axis=axis)
-        mbox_layers.append(net[name])
-    return mbox_layers
+        outputs.append((prefix + '_objectness', objectness_layers, 1))
+    return _concat(net, outputs)
 
 
 def CreateRefineDetHead(net: NetSpec, data_layer: str = 'data', num_classes: Any = None,
@@ -742,34 +760,24 @@ def CreateRefineDetHead(net: NetSpec, data_layer: str = 'data', num_classes: Any
         min_size, max_size, aspect_ratio, num_priors = _source_priors(
             i, min_sizes, max_sizes, aspect_ratios, flip)
         step = steps[i] if len(steps) > i else []
-        loc_out = num_priors * 4 * (1 if share_location else arm_classes)
-        loc_layers.append(_prediction(net, from_layer, '{}_mbox_loc{}'.format(from_layer, loc_postfix),
-                                      loc_out, use_batchnorm, lr_mult, kernel_size, pad, bn_param))
-        conf_layers.append(_prediction(net, from_layer,
-                                       '{}_mbox_conf{}'.format(from_layer, conf_postfix),
-                                       num_priors * arm_classes, use_batchnorm, lr_mult,
-                                       kernel_size, pad, bn_param))
+        loc, conf = _loc_conf(net, from_layer, num_priors, arm_classes, share_location,
+                              loc_postfix, conf_postfix, use_batchnorm, lr_mult, kernel_size,
+                              pad, bn_param)
+        loc_layers.append(loc)
+        conf_layers.append(conf)
         prior_layers.append(_prior_box(net, from_layer, data_layer, min_size, max_size,
                                        aspect_ratio, step, flip, clip, list(prior_variance),
                                        offset, img_height, img_width))
-    mbox_layers = []
-    for name, tops, axis in (('arm_loc', loc_layers, 1), ('arm_conf', conf_layers, 1),
-                             ('arm_priorbox', prior_layers, 2)):
-        net[name] = L.Concat(*tops, axis=axis)
-        mbox_layers.append(net[name])
+    mbox_layers = _concat(net, [('arm_loc', loc_layers, 1), ('arm_conf', conf_layers, 1),
+                                ('arm_priorbox', prior_layers, 2)])
 
     loc_layers, conf_layers = [], []
     for i, source in enumerate(from_layers2):
         from_layer = source_top(i, source)
         _, _, _, num_priors = _source_priors(i, min_sizes, max_sizes, aspect_ratios, flip)
-        loc_out = num_priors * 4 * (1 if share_location else num_classes)
-        loc_layers.append(_prediction(net, from_layer, '{}_mbox_loc{}'.format(from_layer, loc_postfix),
-                                      loc_out, use_batchnorm, lr_mult, kernel_size, pad, bn_param))
-        conf_layers.append(_prediction(net, from_layer,
-                                       '{}_mbox_conf{}'.format(from_layer, conf_postfix),
-                                       num_priors * num_classes, use_batchnorm, lr_mult,
-                                       kernel_size, pad, bn_param))
-    for name, tops in (('odm_loc', loc_layers), ('odm_conf', conf_layers)):
-        net[name] = L.Concat(*tops, axis=1)
-        mbox_layers.append(net[name])
-    return mbox_layers
+        loc, conf = _loc_conf(net, from_layer, num_priors, num_classes, share_location,
+                              loc_postfix, conf_postfix, use_batchnorm, lr_mult, kernel_size,
+                              pad, bn_param)
+        loc_layers.append(loc)
+        conf_layers.append(conf)
+    return mbox_layers + _concat(net, [('odm_loc', loc_layers, 1), ('odm_conf', conf_layers, 1)])

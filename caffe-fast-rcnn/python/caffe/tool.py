@@ -10,10 +10,16 @@ Flags are gflags-style: `-solver x`, `-solver=x`, `--solver x` and `--solver=x` 
 Logs go to stderr in glog's format with Caffe's wording, so scripts that grep Caffe's logs
 and tools/extra/parse_log.py read ours. In `train`, SIGINT stops (after a snapshot) and
 SIGHUP snapshots, as `--sigint_effect` / `--sighup_effect` (stop, snapshot, none) say.
+
+Data-parallel training: `train --gpu 0,1` (or `--gpu all`) runs this command once per device,
+each process a rank of a torch.distributed group (see caffe.parallel); on a machine without
+GPUs the ids say how many CPU ranks to run. Under `torchrun` (RANK, WORLD_SIZE, MASTER_ADDR
+set) the command joins that group instead, so the same line trains on several machines.
 """
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time as _time
@@ -22,6 +28,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from . import _config, _log
+from . import parallel as _parallel
 from .errors import CaffeError
 from .phase import TEST, TRAIN
 
@@ -199,25 +206,59 @@ def train(args) -> int:
             _log.warning(_CAFFE_CPP + ':170', 'solver_mode is GPU but PyTorch sees no GPU on this '
                          'machine; training on the CPU')
     gpus = _get_gpus(gpu_flag)
-    _use_devices(gpus, single=False)
-    if gpus:
-        param.device_id = gpus[0]
+    group = None
+    if _parallel.env_has_group():
+        # A rank of a data-parallel job (started by the branch below, or by torchrun).
+        _parallel.die_with_parent()
+        group = _parallel.join_from_env(_parallel.use_rank_device(gpus))
+        if _config.device().type != 'cpu':
+            param.device_id = _config.device().index or 0
+    elif len(gpus) > 1:
+        _log.info(_CAFFE_CPP + ':185', 'Using GPUs %s' % ', '.join(map(str, gpus)))
+        if not _gpu_count():
+            _log.warning(_CAFFE_CPP + ':186', 'PyTorch sees no GPU on this machine: training '
+                         'with %d CPU ranks' % len(gpus))
+        return _parallel.spawn_command([sys.executable, '-m', 'caffe'] + list(args.argv),
+                                       len(gpus), env=_child_environment())
+    else:
+        _use_devices(gpus, single=False)
+        if gpus:
+            param.device_id = gpus[0]
+    root = _parallel.root_solver()
     with _SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
         solver = _solvers.create_solver(param, args.solver)
         solver.set_action_function(handler.action)
-        if args.snapshot:
+        if root and args.snapshot:      # other ranks get the state from rank 0 (bcast)
             _log.info(_CAFFE_CPP + ':205', 'Resuming from ' + args.snapshot)
             solver.restore(args.snapshot)
-        elif args.weights:
+        elif root and args.weights:
             for name in args.weights.split(','):
                 _log.info(_CAFFE_CPP + ':155', 'Finetuning from ' + name)
                 solver.net.copy_from(name)
                 for tn in solver.test_nets:
                     tn.copy_from(name)
+        if group is not None:
+            _parallel.DataParallel(solver, group).attach().bcast()
         _log.info(_CAFFE_CPP + ':219', 'Starting Optimization')
         solver.solve()
+    if group is not None:
+        # Only after success: tearing the group down waits for every rank, and after a
+        # failure some rank is dead or hung (the process just exits then).
+        _parallel.leave()
     _log.info(_CAFFE_CPP + ':222', 'Optimization Done.')
     return 0
+
+
+def _child_environment() -> Dict[str, str]:
+    """The environment of spawned ranks: this process's, with its module search path, so
+    that they import the same `caffe` and find the same Python layers."""
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if here not in paths:
+        paths.insert(0, here)
+    env['PYTHONPATH'] = os.pathsep.join(paths)
+    return env
 
 
 def test(args) -> int:
@@ -350,6 +391,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one `caffe` command; returns the process exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(_normalize_flags(argv))
+    args.argv = argv
     if not args.command:
         sys.stderr.write(USAGE + '\n\n')
         _parser().print_help(sys.stderr)
@@ -365,7 +407,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return func(args)
     except _Fatal as e:
         _log.log('F', _CAFFE_CPP, str(e))
-        return 1
+        return _failed(1)
     except CaffeError as e:
         _log.log('F', _CAFFE_CPP, '%s: %s' % (type(e).__name__, e))
-        return 1
+        return _failed(1)
+
+
+def _failed(status: int) -> int:
+    """A rank of a data-parallel job that failed exits at once: tearing down its process
+    group at interpreter exit would wait for a rank that is dead or hung."""
+    if _parallel.current() is not None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status

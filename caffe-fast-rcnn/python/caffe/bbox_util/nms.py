@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-import torchvision
 
 from .boxes import bbox_size, jaccard_overlap
 
@@ -37,6 +36,7 @@ def _greedy(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
     """Positions kept by greedy NMS of `boxes` taken in the given order."""
     if boxes.shape[0] == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    import torchvision   # on first use: its import costs seconds of every process's start-up
     b = _nms_device(boxes)
     rank = -torch.arange(b.shape[0], dtype=b.dtype, device=b.device)
     keep = torchvision.ops.nms(b, rank, float(threshold))

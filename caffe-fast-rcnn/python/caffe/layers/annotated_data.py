@@ -35,8 +35,8 @@ from ..labelmap import read_label_map
 from ..proto import caffe_pb2
 from ..sampler import check_batch_sampler
 from . import register
-from .db_data import Batch, _check_batch_size, _numpy_dtype, _PrefetchingLayer, _RecordCursor
-from .db_data import open_cursor
+from .db_data import Batch, ShardedRecords, _check_batch_size, _numpy_dtype, _PrefetchingLayer
+from .db_data import open_records
 
 _BBOX = caffe_pb2.AnnotatedDatum.BBOX
 _WHERE = 'annotated_data_layer.cpp'
@@ -46,12 +46,12 @@ class _AnnotatedBatches:
     """Reads batch_size AnnotatedDatums and transforms them with their boxes: one batch per
     call (runs on the prefetch thread)."""
 
-    def __init__(self, cursor: _RecordCursor, transformer: AnnotatedDataTransformer,
+    def __init__(self, records: ShardedRecords, transformer: AnnotatedDataTransformer,
                  batch_size: int, samplers: Sequence[caffe_pb2.BatchSampler],
                  anno_type: Optional[int], type_from_param: bool, output_labels: bool,
                  known_labels: Optional[np.ndarray], label_map_file: str, layer: str,
                  source: str):
-        self.cursor = cursor
+        self.records = records
         self.transformer = transformer
         self.batch_size = batch_size
         self.samplers = list(samplers)
@@ -70,8 +70,10 @@ class _AnnotatedBatches:
     def record(self, take: bool = True) -> tuple:
         """(AnnotatedDatum, name of the record) of the solver's next record; the cursor
         moves past it unless `take` is False (set-up peeks at the first record)."""
-        where = self.cursor.where()
-        data = self.cursor.take() if take else self.cursor.peek()
+        where = self.records.where()
+        data = self.records.value()
+        if take:
+            self.records.next()
         try:
             ad = caffe_pb2.AnnotatedDatum.FromString(data)
         except Exception as e:  # protobuf's DecodeError
@@ -157,8 +159,8 @@ class AnnotatedData(_PrefetchingLayer):
                                                _numpy_dtype(),
                                                force_encoded_color=p.force_encoded_color)
         self.transformer = transformer
-        cursor = open_cursor(lp, self.phase, 'AnnotatedData')
-        maker = _AnnotatedBatches(cursor, transformer, batch_size, ap.batch_sampler, None,
+        records = open_records(p, name, self.phase, 'AnnotatedData', _WHERE)
+        maker = _AnnotatedBatches(records, transformer, batch_size, ap.batch_sampler, None,
                                   ap.HasField('anno_type'), len(top) > 1, known,
                                   ap.label_map_file, name, p.source)
         try:

@@ -20,6 +20,12 @@ converting overlap with the net's computation, which releases the GIL in PyTorch
 thread owns the cursor and the transformer's generator, so the sequence of batches is the
 same whatever the timing. WindowData (R-CNN's window files, layers/window_data.py) runs
 on the same prefetching machinery.
+
+Data-parallel training splits a database between the ranks as BVLC's DataLayer does:
+counting the records in cursor order (on and on across passes), rank r of N reads those
+whose index % N == r; a TEST net reads everything (only the root solver tests). The rule
+lives in the cursor, `ShardedRecords`, which `open_records` returns, so any layer that
+reads a database (AnnotatedData) gets it by reading through that cursor.
 """
 from __future__ import annotations
 
@@ -35,8 +41,10 @@ import torch
 
 from .. import _config, _log
 from .. import data_transform
+from .. import parallel as _parallel
 from ..data_transform import DataTransformer
-from ..errors import LayerError, NetError
+from ..errors import ImageError, LayerError, NetError
+from ..image_file import decode_image, read_image
 from ..phase import Phase
 from ..proto import caffe_pb2
 from . import register
@@ -79,8 +87,8 @@ def _open_lmdb(source: str, layer: str, kind: str = 'Data'):
                 # nothing writes a training database while a net reads it.
                 env = lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path))
             except lmdb.Error as e:
-                raise NetError('layer %r (%s): cannot open LMDB %s: %s' % (layer, kind, source, e)) \
-                    from None
+                raise NetError('layer %r (%s): cannot open LMDB %s: %s'
+                               % (layer, kind, source, e)) from None
             _LMDB_ENVS[path] = env
     _log.info('db_lmdb.cpp', 'Opened lmdb %s' % source)
     return env
@@ -94,8 +102,7 @@ class _LMDBRecords:
         self.txn = self.env.begin(buffers=False)
         self.cursor = self.txn.cursor()
         if not self.cursor.first():
-            raise NetError('layer %r (%s): the database %s holds no records'
-                           % (layer, kind, source))
+            raise NetError('layer %r (%s): the database %s holds no records' % (layer, kind, source))
 
     def value(self) -> bytes:
         return self.cursor.value()
@@ -134,8 +141,7 @@ class _LevelDBRecords:
         _log.info('db_leveldb.cpp', 'Opened leveldb %s' % source)
         self._restart()
         if self._value is None:
-            raise NetError('layer %r (%s): the database %s holds no records'
-                           % (layer, kind, source))
+            raise NetError('layer %r (%s): the database %s holds no records' % (layer, kind, source))
 
     def _restart(self) -> None:
         self._it = self.db.iterator(include_key=False)
@@ -152,12 +158,79 @@ class _LevelDBRecords:
         return True
 
 
-def _solver_rank_count() -> Tuple[int, int]:
-    """(rank, number of solvers) of data-parallel training, (0, 1) when there is none."""
-    dist = getattr(torch, 'distributed', None)
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+class ShardedRecords:
+    """A database cursor that shows this rank only its share of the records.
+
+    Records are counted in cursor order across wrap-arounds (`offset`, BVLC's DataLayer
+    offset_); the cursor stops only on those with offset % count == rank. With one rank it
+    is the plain cursor. `value()` and `next()` behave as the plain cursor's: `next()` says
+    whether the database wrapped around on the way (logged as Caffe logs it).
+    """
+
+    def __init__(self, records, rank: int = 0, count: int = 1,
+                 restart_tag: str = 'data_layer.cpp'):
+        if count < 1 or not 0 <= rank < count:
+            raise ValueError('rank %d of %d solvers' % (rank, count))
+        self.records = records
+        self.rank, self.count = rank, count
+        self.restart_tag = restart_tag
+        self.offset = 0
+        self._to_mine()
+
+    def value(self) -> bytes:
+        return self.records.value()
+
+    def next(self) -> bool:
+        wrapped = self._advance()
+        return self._to_mine() or wrapped
+
+    def where(self) -> str:
+        """Names the current record: its key when the database has keys, else its position
+        in the stream."""
+        key = getattr(self.records, 'key', None)
+        return ('record %r' % key()) if key else ('record %d' % self.offset)
+
+    def skip(self, n: int) -> None:
+        """Pass over n records of the whole database (data_param.rand_skip), then go on to
+        this rank's next one."""
+        for _ in range(int(n)):
+            self._advance()
+        self._to_mine()
+
+    def _advance(self) -> bool:
+        wrapped = self.records.next()
+        if wrapped:
+            _log.info(self.restart_tag, 'Restarting data prefetching from start.')
+        self.offset += 1
+        return wrapped
+
+    def _to_mine(self) -> bool:
+        wrapped = False
+        while self.offset % self.count != self.rank:
+            wrapped = self._advance() or wrapped
+        return wrapped
+
+
+def open_records(data_param, layer: str, phase: int, kind: str = 'Data',
+                 restart_tag: str = 'data_layer.cpp') -> ShardedRecords:
+    """The records of `data_param.source` (LMDB or LevelDB by `data_param.backend`) as this
+    rank's share: every solver_count-th record in TRAIN, all of them in TEST, after
+    `data_param.rand_skip` records skipped at random as Caffe does."""
+    if not data_param.source:
+        raise NetError('layer %r (%s): data_param.source is empty' % (layer, kind))
+    if data_param.backend == caffe_pb2.DataParameter.LMDB:
+        records = _LMDBRecords(data_param.source, layer, kind)
+    else:
+        records = _LevelDBRecords(data_param.source, layer, kind)
+    rank, count = _parallel.solver_rank(), _parallel.solver_count()
+    if phase == Phase.TEST:   # only the root solver tests: it reads every record
+        rank, count = 0, 1
+    sharded = ShardedRecords(records, rank, count, restart_tag)
+    if data_param.rand_skip:
+        skip = data_transform.engine_seed() % int(data_param.rand_skip)
+        _log.info(restart_tag, 'Skipping first %d data points.' % skip)
+        sharded.skip(skip)
+    return sharded
 
 
 # ---- batch makers (run on the prefetch thread) ---------------------------------------------
@@ -173,77 +246,12 @@ def _stack(images: List[np.ndarray], layer: str, what: Callable[[int], str]) -> 
     return np.stack(images)
 
 
-class _RecordCursor:
-    """The records of a database in key order, as one of `count` data-parallel solvers reads
-    them: record i of the endless (wrapping) stream is this solver's when i % count == rank
-    (Caffe's DataReader Skip). Shared by every layer that reads a Datum database (Data,
-    AnnotatedData), so how records are dealt out to solvers is decided here once."""
-
-    def __init__(self, records, rank: int = 0, count: int = 1):
-        self.records = records
-        self.rank, self.count = rank, count
-        self.offset = 0
-
-    def advance(self) -> None:
-        """Move to the next record of the stream (back to the first after the last)."""
-        if self.records.next():
-            _log.info('data_layer.cpp', 'Restarting data prefetching from start.')
-        self.offset += 1
-
-    def skip_to_mine(self) -> None:
-        """Data-parallel training: each solver takes every count-th record (Caffe's Skip)."""
-        while self.offset % self.count != self.rank:
-            self.advance()
-
-    def peek(self) -> bytes:
-        """This solver's next record, without moving on (to shape the tops at setup)."""
-        self.skip_to_mine()
-        return self.records.value()
-
-    def where(self) -> str:
-        """Names the record peek() returns: its key when the database has keys, else its
-        position in the stream."""
-        self.skip_to_mine()
-        key = getattr(self.records, 'key', None)
-        return ('record %r' % key()) if key else ('record %d' % self.offset)
-
-    def take(self) -> bytes:
-        """This solver's next record; the cursor moves past it."""
-        value = self.peek()
-        self.advance()
-        return value
-
-
-def open_cursor(lp: caffe_pb2.LayerParameter, phase: int, kind: str) -> _RecordCursor:
-    """The cursor over `data_param.source` for a database-reading layer: LMDB or LevelDB by
-    `data_param.backend`, dealt out to the data-parallel solvers in TRAIN (one solver tests,
-    reading every record), after `rand_skip` records skipped at random as Caffe does."""
-    p = lp.data_param
-    name = lp.name
-    if not p.source:
-        raise NetError('layer %r (%s): data_param.source is empty' % (name, kind))
-    if p.backend == caffe_pb2.DataParameter.LMDB:
-        records = _LMDBRecords(p.source, name, kind)
-    else:
-        records = _LevelDBRecords(p.source, name, kind)
-    rank, count = _solver_rank_count()
-    if phase == Phase.TEST:  # only one solver tests: it reads every record
-        rank, count = 0, 1
-    cursor = _RecordCursor(records, rank, count)
-    if p.rand_skip:
-        skip = data_transform.engine_seed() % int(p.rand_skip)
-        _log.info('data_layer.cpp', 'Skipping first %d data points.' % skip)
-        for _ in range(skip):
-            cursor.advance()
-    return cursor
-
-
 class _DatumBatches:
     """Reads batch_size Datums, decodes and transforms them: one batch per call."""
 
-    def __init__(self, cursor: _RecordCursor, transformer: DataTransformer, batch_size: int,
+    def __init__(self, records: ShardedRecords, transformer: DataTransformer, batch_size: int,
                  labels: bool, layer: str):
-        self.cursor = cursor
+        self.records = records
         self.transformer = transformer
         self.batch_size = batch_size
         self.labels = labels
@@ -252,12 +260,11 @@ class _DatumBatches:
     def image(self, datum: caffe_pb2.Datum) -> np.ndarray:
         """A Datum's pixels as C x H x W (uint8 or float32)."""
         if datum.encoded:
-            import cv2
-            img = cv2.imdecode(np.frombuffer(datum.data, dtype=np.uint8),
-                               self.transformer.decode_flag())
-            if img is None:
-                raise LayerError('layer %r (Data): cannot decode the encoded image of record %d'
-                                 % (self.layer, self.cursor.offset))
+            try:
+                img = decode_image(np.frombuffer(datum.data, dtype=np.uint8),
+                                   self.transformer.decode_flag(), 'of ' + self.records.where())
+            except ImageError as e:
+                raise LayerError('layer %r (Data): %s' % (self.layer, e)) from None
             return img[np.newaxis] if img.ndim == 2 else img.transpose(2, 0, 1)
         self.transformer.note_raw_datum()
         shape = (datum.channels, datum.height, datum.width)
@@ -268,20 +275,21 @@ class _DatumBatches:
             arr = np.array(datum.float_data, dtype=np.float32)
         if arr.size != need or need == 0:
             raise LayerError('layer %r (Data): record %d holds %d values but channels x height x '
-                             'width = %s' % (self.layer, self.cursor.offset, arr.size,
+                             'width = %s' % (self.layer, self.records.offset, arr.size,
                                              'x'.join(map(str, shape))))
         return arr.reshape(shape)
 
     def peek(self) -> np.ndarray:
         """The next record's image, without moving on (to shape the tops at setup)."""
-        return self.image(caffe_pb2.Datum.FromString(self.cursor.peek()))
+        return self.image(caffe_pb2.Datum.FromString(self.records.value()))
 
     def __call__(self) -> Batch:
         images, labels = [], np.empty(self.batch_size, dtype=self.transformer.dtype)
         for i in range(self.batch_size):
-            datum = caffe_pb2.Datum.FromString(self.cursor.take())
+            datum = caffe_pb2.Datum.FromString(self.records.value())
             images.append(self.image(datum))
             labels[i] = datum.label
+            self.records.next()
         batch = _stack(images, self.layer, lambda i: 'item %d' % i)
         return self.transformer.transform(batch), (labels if self.labels else None)
 
@@ -310,9 +318,11 @@ class _ImageBatches:
         """Image `index` of the list as C x H x W uint8 (BGR or gray), resized if asked."""
         import cv2
         path = self.root + self.lines[index][0]
-        img = cv2.imread(path, cv2.IMREAD_COLOR if self.is_color else cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            raise LayerError('layer %r (ImageData): Could not load %s' % (self.layer, path))
+        try:
+            img = read_image(path, cv2.IMREAD_COLOR if self.is_color else cv2.IMREAD_GRAYSCALE)
+        except ImageError as e:
+            raise LayerError('layer %r (ImageData): Could not load %s: %s'
+                             % (self.layer, path, e)) from None
         h, w = self.new_hw
         if h > 0 and w > 0:
             img = cv2.resize(img, (w, h))
@@ -464,8 +474,8 @@ class Data(_PrefetchingLayer):
                              'put it in transform_param' % (name, field))
         self.transformer = DataTransformer(lp.transform_param, self.phase, name, _numpy_dtype(),
                                            force_encoded_color=p.force_encoded_color)
-        maker = _DatumBatches(open_cursor(lp, self.phase, 'Data'), self.transformer, batch_size,
-                              len(top) > 1, name)
+        records = open_records(p, name, self.phase)
+        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1, name)
         self._shape_tops(top, maker.peek(), batch_size, 'data_layer.cpp')
         self.transformer.init_rand()
         self._start(maker)

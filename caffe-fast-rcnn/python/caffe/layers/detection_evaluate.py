@@ -31,6 +31,8 @@ def _legacy(shape, i: int) -> int:
 @register('DetectionEvaluate')
 class DetectionEvaluate(Layer):
     """See the module docstring."""
+
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 

@@ -37,6 +37,8 @@ def _legacy(shape, i: int) -> int:
 @register('DetectionOutput')
 class DetectionOutput(Layer):
     """See the module docstring."""
+
+    allow_in_place = False
     min_bottom = 3
     max_bottom = 5
     exact_num_top = 1

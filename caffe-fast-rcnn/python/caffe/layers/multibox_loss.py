@@ -78,6 +78,8 @@ def _enum_name(enum, value) -> str:
 @register('MultiBoxLoss')
 class MultiBoxLoss(Layer):
     """See the module docstring."""
+
+    allow_in_place = False
     min_bottom = 4
     max_bottom = 6
     exact_num_top = 1

@@ -53,6 +53,8 @@ def _legacy_dims(shape, layer: str) -> Tuple[int, int, int]:
 @register('Normalize')
 class Normalize(Layer):
     """See the module docstring."""
+
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 

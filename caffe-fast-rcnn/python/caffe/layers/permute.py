@@ -35,6 +35,8 @@ def permute_order(given, num_axes: int, layer_name: str = '') -> List[int]:
 @register('Permute')
 class Permute(TorchLayer):
     """See the module docstring."""
+
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 

@@ -40,6 +40,8 @@ def prior_aspect_ratios(ratios, flip: bool) -> List[float]:
 @register('PriorBox')
 class PriorBox(Layer):
     """See the module docstring."""
+
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 

@@ -20,8 +20,10 @@ from . import register
 @register('Split')
 class Split(Layer):
     """Copies its bottom to every top (sharing memory); backward sums the tops' diffs."""
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
+    backward_uses_forward_state = False
 
     def reshape(self, bottom, top):
         for t in top:
@@ -46,6 +48,7 @@ class Silence(Layer):
     """Consumes blobs so they are not net outputs; sends zero gradients back."""
     min_bottom = 1
     exact_num_top = 0
+    backward_uses_forward_state = False
 
     def forward(self, bottom, top):
         pass
@@ -78,7 +81,9 @@ def _check_axis_fields(layer: Layer, param, legacy_field: str) -> None:
 
 @register('Concat')
 class Concat(Layer):
+    backward_uses_forward_state = False
     """Joins the bottoms along concat_param.axis (default 1, or the legacy concat_dim)."""
+    allow_in_place = False
     min_bottom = 1
     exact_num_top = 1
 
@@ -116,14 +121,17 @@ class Concat(Layer):
             if propagate_down[0]:
                 bottom[0].set_diff_tensor(dy)
             return
-        for b, part, pd in zip(bottom, torch.split(dy, self.sizes, dim=self.axis), propagate_down):
+        sizes = [b.shape[self.axis] for b in bottom]  # the bottoms as they are now, as Caffe
+        for b, part, pd in zip(bottom, torch.split(dy, sizes, dim=self.axis), propagate_down):
             if pd:
                 b.set_diff_tensor(part.clone(memory_format=torch.contiguous_format))
 
 
 @register('Slice')
 class Slice(Layer):
+    backward_uses_forward_state = False
     """Cuts the bottom along slice_param.axis at slice_point (or into equal parts)."""
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
 
@@ -195,6 +203,7 @@ class BatchReindex(Layer):
     for one is Caffe's "Cannot backprop to index." error, and force_backward leaves it alone
     (BVLC would abort on such a net; here the index is treated like a loss layer's label).
     """
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -252,6 +261,7 @@ class Filter(Layer):
     selector gets no gradient ("FilterLayer cannot backpropagate to filter index inputs"),
     and force_backward leaves it alone.
     """
+    allow_in_place = False
     min_bottom = 2
     min_top = 1
 
