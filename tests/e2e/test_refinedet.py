@@ -150,6 +150,39 @@ def test_toy_create_data_records_equal_the_xml_files(toy_root):
         assert (int(h), int(w)) == im.shape[:2]
 
 
+def test_voc0712plus_lists_and_training_lmdb(tmp_path):
+    """data/VOC0712Plus (RefineDet's VOC2012 models): trainval = VOC2007 trainval + test +
+    VOC2012 trainval, test = VOC2012 test; no test LMDB without VOC2012 test's annotations."""
+    root = make_root(tmp_path, num_trainval=5, num_test=3)
+    shutil.copytree(CAFFE / 'data' / 'VOC0712Plus', root.caffe / 'data' / 'VOC0712Plus',
+                    ignore=shutil.ignore_patterns('*.txt'))
+    classes = (root.base / 'data' / 'toy' / 'classes.txt').read_text().split()
+    voc_names = ['aeroplane', 'bicycle', 'bird', 'boat', 'bottle']
+    for xml in (root.devkit / 'VOC2007' / 'Annotations').glob('*.xml'):
+        text = xml.read_text()
+        for toy, voc in zip(classes, voc_names):
+            text = text.replace('<name>%s</name>' % toy, '<name>%s</name>' % voc)
+        xml.write_text(text)
+    shutil.copytree(root.devkit / 'VOC2007', root.devkit / 'VOC2012')
+    env = {'VOC_ROOT_DIR': str(root.devkit)}
+    ok(sh(root, ['bash', 'data/VOC0712Plus/create_list.sh'], **env))
+    folder = root.caffe / 'data' / 'VOC0712Plus'
+    trainval = folder.joinpath('trainval.txt').read_text().splitlines()
+    assert sorted(l.split('/')[0] for l in trainval) == ['VOC2007'] * 8 + ['VOC2012'] * 5
+    test = folder.joinpath('test.txt').read_text().splitlines()
+    assert [l.split('/')[0] for l in test] == ['VOC2012'] * 3
+    assert len(folder.joinpath('test_name_size.txt').read_text().splitlines()) == 3
+    for xml in (root.devkit / 'VOC2012' / 'Annotations').glob('*.xml'):
+        if any(xml.stem in line for line in test):
+            xml.unlink()                              # VOC2012 test: no public annotations
+    ok(sh(root, ['bash', 'data/VOC0712Plus/create_data.sh'], **env))
+    examples = root.caffe / 'examples' / 'VOC0712Plus'
+    assert sorted(p.name for p in examples.iterdir()) == ['VOC0712Plus_trainval_lmdb']
+    records = read_lmdb(examples / 'VOC0712Plus_trainval_lmdb')
+    assert [k.split('_', 1)[1] for k, _ in records] == [l.split()[0] for l in trainval]
+    assert all(g.group_label <= 5 for _, ad in records for g in ad.annotation_group)
+
+
 # ---- the example scripts --------------------------------------------------------------------
 
 def write_with_script(root: SimpleNamespace, script: str, monkeypatch, *args: str) -> None:
