@@ -511,6 +511,52 @@ def test_a_killed_training_resumes_from_its_latest_snapshot(tmp_path, monkeypatc
          '%s_iter_%d.solverstate' % (TOY_MODEL, latest + 2)])
 
 
+def _soft_nms_reference(dets, sigma, nt, threshold, method):
+    """Bodla et al.'s Soft-NMS, one box at a time (the cython loop of their release)."""
+    boxes = [list(map(float, d)) for d in dets]
+    kept = []
+    while boxes:
+        best = max(range(len(boxes)), key=lambda i: (boxes[i][4], -i))
+        b = boxes.pop(best)
+        kept.append(b)
+        area = (b[2] - b[0] + 1) * (b[3] - b[1] + 1)
+        rest = []
+        for d in boxes:
+            iw = min(b[2], d[2]) - max(b[0], d[0]) + 1
+            ih = min(b[3], d[3]) - max(b[1], d[1]) + 1
+            inter = max(iw, 0) * max(ih, 0)
+            iou = inter / (area + (d[2] - d[0] + 1) * (d[3] - d[1] + 1) - inter)
+            if method == 1:
+                w = 1 - iou if iou > nt else 1.0
+            elif method == 2:
+                w = np.exp(-(iou * iou) / sigma)
+            else:
+                w = 0.0 if iou > nt else 1.0
+            d = d[:4] + [d[4] * w]
+            if d[4] >= threshold:
+                rest.append(d)
+        boxes = rest
+    return np.array(kept, np.float32).reshape(-1, 5)
+
+
+@pytest.mark.parametrize('method', [0, 1, 2])
+def test_soft_nms_matches_the_one_box_at_a_time_algorithm(method):
+    sys.path.insert(0, str(CAFFE / 'test'))
+    try:
+        from refinedet_detect import soft_nms
+    finally:
+        sys.path.remove(str(CAFFE / 'test'))
+    rng = np.random.RandomState(method)
+    xy = rng.uniform(0, 80, (60, 2))
+    wh = rng.uniform(8, 40, (60, 2))
+    dets = np.hstack([xy, xy + wh, rng.uniform(0.05, 1, (60, 1))]).astype(np.float32)
+    got = soft_nms(dets, sigma=0.5, nt=0.3, threshold=0.1, method=method)
+    want = _soft_nms_reference(dets, 0.5, 0.3, 0.1, method)
+    assert got.shape == want.shape and len(got) < len(dets)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert soft_nms(np.zeros((0, 5), np.float32)).shape == (0, 5)
+
+
 # ---- bad input ---------------------------------------------------------------------------------
 
 @pytest.fixture
