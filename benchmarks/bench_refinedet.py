@@ -20,7 +20,8 @@ iteration with every augmentation of RefineDet's scripts.
    ARM-refined anchors, the ranking loss and hard-negative mining -- so that both sides
    train on the same targets; the first step checks that both give the same losses.
    Steps alternate between the two sides; medians after `--warmup` steps are printed with
-   their ratio (engine / plain; the goal is <= 1.10).
+   their ratio (engine / plain; the goal is <= 1.10), the median of the per-step ratios and
+   the ratio of the median process CPU times (the figures least moved by other jobs).
 3. The data layer: the same net with its AnnotatedData layer reading an LMDB of toy
    scenes at VOC's image size (shorter side 375), every augmentation of the scripts on
    (distortion, expansion up to 4x, the seven batch samplers, five interpolations, mirror).
@@ -341,17 +342,20 @@ def bench_iteration(train_file: str, work: str, batch: int, args) -> Dict[str, f
         arm, odm = plain.losses()
     same = {'arm_loss': (float(engine.net.blobs['arm_loss'].data), float(arm)),
             'odm_loss': (float(engine.net.blobs['odm_loss'].data), float(odm))}
-    t_engine, t_plain = [], []
+    wall = {engine: [], plain: []}
+    cpu = {engine: [], plain: []}
     for i in range(args.warmup + args.iters):
-        for side, times in ((engine, t_engine), (plain, t_plain)):
-            t0 = time.perf_counter()
+        for side in (engine, plain):
+            t0, c0 = time.perf_counter(), time.process_time()
             side.step()
             if i >= args.warmup:
-                times.append(time.perf_counter() - t0)
-    ratios = [e / p for e, p in zip(t_engine, t_plain)]
-    return {'engine': statistics.median(t_engine), 'plain': statistics.median(t_plain),
-            'ratio': statistics.median(t_engine) / statistics.median(t_plain),
-            'step_ratio': statistics.median(ratios), 'same': same}
+                wall[side].append(time.perf_counter() - t0)
+                cpu[side].append(time.process_time() - c0)
+    ratios = [e / p for e, p in zip(wall[engine], wall[plain])]
+    med = statistics.median
+    return {'engine': med(wall[engine]), 'plain': med(wall[plain]),
+            'ratio': med(wall[engine]) / med(wall[plain]), 'step_ratio': med(ratios),
+            'cpu_ratio': med(cpu[engine]) / med(cpu[plain]), 'same': same}
 
 
 # ---- the data layer's share -----------------------------------------------------------------
@@ -424,8 +428,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             r = bench_iteration(train_file, work, batch, args)
             same = ', '.join('%s %.5g vs %.5g' % (k, e, p) for k, (e, p) in r['same'].items())
             print('  batch %d: engine %.3f s, plain PyTorch %.3f s, engine/plain %.2fx '
-                  '(median of step ratios %.2fx); first-step losses engine vs plain: %s'
-                  % (batch, r['engine'], r['plain'], r['ratio'], r['step_ratio'], same))
+                  '(median of step ratios %.2fx, of process CPU time %.2fx); first-step '
+                  'losses engine vs plain: %s' % (batch, r['engine'], r['plain'], r['ratio'],
+                                                  r['step_ratio'], r['cpu_ratio'], same))
         if not args.skip_data:
             print('AnnotatedData with the script\'s augmentations (distort, expand 4x, 7 '
                   'samplers, 5 interpolations, mirror), VOC-sized images, prefetching:')
