@@ -1,11 +1,13 @@
 # Two commands do all set-up on a fresh machine (see README.md):
 #   make demo   - venv, requirements, toy data set, train, evaluate, pictures
+#                 (MODEL=faster_rcnn, the default, or MODEL=refinedet)
 #   make test   - venv, requirements, then the test suite
 # (set-up = a venv .venv with requirements.txt and `pip install -e .`, see setup.py)
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.requirements-installed
+MODEL ?= faster_rcnn
 SCHEME ?= end2end
 OHEM ?= 0
 PYTEST_ARGS ?=
@@ -36,8 +38,17 @@ test-fast: setup
 toy-data: setup
 	$(PY) data/scripts/make_toy_dataset.py --out data/toy
 
+# MODEL=faster_rcnn: experiments/scripts/faster_rcnn_*.sh with ToyNet (SCHEME, OHEM);
+# MODEL=refinedet: caffe-fast-rcnn's toy LMDBs, examples/refinedet/ToyNet_toy_160.py, its job
+# script, test/refinedet_test.py and test/refinedet_demo.py.
 demo: setup toy-data
+ifeq ($(MODEL),faster_rcnn)
 	$(PY) tools/run_demo.py --scheme $(SCHEME) --ohem $(OHEM)
+else ifeq ($(MODEL),refinedet)
+	$(PY) tools/run_refinedet_demo.py
+else
+	$(error MODEL must be faster_rcnn or refinedet, not "$(MODEL)")
+endif
 
 bench: setup
 	$(PY) benchmarks/bench_engine.py
