@@ -16,6 +16,8 @@ import time
 from fast_rcnn.config import cfg, cfg_from_file, cfg_from_list
 
 GPU_HELP = 'GPU device id to use [0]; -1 for the CPU'
+GPU_LIST_HELP = ('GPU device id to use [0]; -1 for the CPU; several ids (0,1,2,3) train '
+                 'data-parallel, one process per device (CPU processes without GPUs)')
 GPU_ID_HELP = 'GPU id to use; -1 for the CPU'
 
 
@@ -24,9 +26,11 @@ def _yes(text):
     return str(text).lower() not in ('0', 'false', 'no')
 
 
-def add_device_args(parser, gpu_help=GPU_HELP, cpu_dest='cpu', cpu_help='run on the CPU'):
-    """`--gpu N` (default 0; -1 is the CPU) and `--cpu`."""
-    parser.add_argument('--gpu', dest='gpu_id', help=gpu_help, default=0, type=int)
+def add_device_args(parser, gpu_help=GPU_HELP, cpu_dest='cpu', cpu_help='run on the CPU',
+                    gpu_type=int):
+    """`--gpu N` (default 0; -1 is the CPU) and `--cpu`. Training tools take a list
+    (`gpu_type=str`, read by utils.data_parallel.parse_gpus)."""
+    parser.add_argument('--gpu', dest='gpu_id', help=gpu_help, default=gpu_type(0), type=gpu_type)
     parser.add_argument('--cpu', dest=cpu_dest, help=cpu_help, action='store_true')
 
 
@@ -42,10 +46,29 @@ def add_cfg_arg(parser):
     parser.add_argument('--cfg', dest='cfg_file', help='optional config file', default=None, type=str)
 
 
+# How long --wait waits for --net by default, and the variable that changes it.
+WAIT_TIMEOUT_ENV = 'FRCN_WAIT_TIMEOUT'
+DEFAULT_WAIT_TIMEOUT = 3600.0
+
+
+def _seconds(text):
+    """A --wait_timeout value: seconds (>= 0; 0, 'none' or 'inf' mean no limit)."""
+    if str(text).lower() in ('none', 'inf', 'infinity', 'forever'):
+        return 0.0
+    value = float(text)
+    if value < 0 or value != value:
+        raise argparse.ArgumentTypeError('expected seconds >= 0 (0 = no limit), got %r' % text)
+    return value
+
+
 def add_wait_arg(parser):
-    """`--wait` (default yes): wait for --net to appear (a training run still writing it)."""
+    """`--wait` (default yes): wait for --net to appear (a training run still writing it),
+    and `--wait_timeout`: for at most this long."""
     parser.add_argument('--wait', dest='wait', help='wait until net file exists', default=True,
                         type=_yes)
+    parser.add_argument('--wait_timeout', dest='wait_timeout', type=_seconds, default=None,
+                        help='with --wait, give up after this many seconds [${} or {:g}; 0 = '
+                             'no limit]'.format(WAIT_TIMEOUT_ENV, DEFAULT_WAIT_TIMEOUT))
 
 
 def add_set_arg(parser, set_help='set config keys'):
@@ -112,8 +135,39 @@ def print_cfg():
     pprint.pprint(cfg)
 
 
-def wait_for_file(path, wait=True):
-    """Block (polling every 10 s, saying so) until `path` exists, if `wait`."""
-    while not os.path.exists(path) and wait:
-        print('Waiting for {} to exist...'.format(path))
-        time.sleep(10)
+def wait_timeout(value=None):
+    """The bound of --wait in seconds (0 = none): the flag's value, else $FRCN_WAIT_TIMEOUT,
+    else DEFAULT_WAIT_TIMEOUT."""
+    if value is not None:
+        return float(value)
+    env = os.environ.get(WAIT_TIMEOUT_ENV, '').strip()
+    if env:
+        try:
+            return _seconds(env)
+        except (ValueError, argparse.ArgumentTypeError):
+            sys.exit('{}={!r}: expected seconds >= 0 (0 = no limit)'.format(WAIT_TIMEOUT_ENV, env))
+    return DEFAULT_WAIT_TIMEOUT
+
+
+def _duration(seconds):
+    seconds = int(round(seconds))
+    return '{:d}:{:02d}:{:02d}'.format(seconds // 3600, seconds // 60 % 60, seconds % 60)
+
+
+def wait_for_file(path, wait=True, timeout=None, poll=10.0):
+    """If `wait`, block until `path` exists (a training run may still be writing it),
+    polling every `poll` seconds and saying what it waits for and for how long; exit with
+    a message naming the file once `timeout` seconds (see wait_timeout) have passed."""
+    if path is None or not wait:
+        return
+    limit = wait_timeout(timeout)
+    start = time.monotonic()
+    while not os.path.exists(path):
+        waited = time.monotonic() - start
+        if limit and waited >= limit:
+            sys.exit('Gave up waiting for {} after {} (--wait_timeout or ${} sets the limit, '
+                     '--wait 0 does not wait); is the path right, and is a training run '
+                     'writing it?'.format(path, _duration(waited), WAIT_TIMEOUT_ENV))
+        print('Waiting for {} to exist... ({} so far, giving up after {})'.format(
+            path, _duration(waited), _duration(limit) if limit else 'no limit'))
+        time.sleep(min(poll, limit - waited) if limit else poll)

@@ -12,14 +12,15 @@ import argparse
 import os
 import sys
 
-import cv2
 import matplotlib
 matplotlib.use('Agg')
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 import caffe  # noqa: E402
+from caffe.image_file import read_image  # noqa: E402
 from fast_rcnn.config import cfg  # noqa: E402
+from fast_rcnn.net_classes import check_net_classes  # noqa: E402
 from fast_rcnn.nms_wrapper import nms  # noqa: E402
 from fast_rcnn.test import im_detect  # noqa: E402
 from utils.device import setup_caffe_device  # noqa: E402
@@ -107,6 +108,9 @@ def main(argv=None):
     apply_precision(args)
     net = caffe.Net(prototxt, caffemodel, caffe.TEST)
     print('\n\nLoaded network {:s}'.format(caffemodel))
+    check_net_classes(net, len(classes), 'imdb {}'.format(args.imdb) if args.imdb
+                      else "the demo's {} VOC classes (pass --imdb for others)".format(len(classes)),
+                      classes, net_name=caffemodel, bbox_reg=bool(cfg.TEST.BBOX_REG))
     images = args.images
     if images is None:
         demo_dir = os.path.join(cfg.DATA_DIR, 'demo')
@@ -114,9 +118,10 @@ def main(argv=None):
                   if n.lower().endswith(('.jpg', '.png'))] if os.path.isdir(demo_dir) else []
     written = []
     for path in images:
-        im = cv2.imread(path)
-        if im is None:
-            sys.exit('cannot read image {}'.format(path))
+        try:
+            im = read_image(path)
+        except OSError as e:
+            sys.exit(str(e))
         timer = Timer()
         timer.tic()
         dets = detect(net, im, classes, args.conf, args.nms)

@@ -40,7 +40,9 @@ def from_dets(imdb_name, output_dir, args):
     imdb = get_imdb(imdb_name)
     imdb.competition_mode(args.comp_mode)
     imdb.config['matlab_eval'] = args.matlab_eval
-    dets = load_arrays(os.path.join(output_dir, 'detections.pkl'))
+    det_file = os.path.join(output_dir, 'detections.pkl')
+    dets = load_arrays(det_file)
+    imdb.check_detections(dets, det_file)
     if args.apply_nms:
         print('Applying NMS to all detections')
         dets = apply_nms(dets, cfg.TEST.NMS)

@@ -7,10 +7,12 @@ import _init_paths  # noqa: F401
 import argparse
 import os
 import pickle
+import sys
 
 import numpy as np
 
 import caffe
+from caffe import atomic_files
 from datasets.factory import get_imdb
 from fast_rcnn.config import cfg, get_output_dir
 from rpn.generate import imdb_proposals
@@ -40,7 +42,9 @@ def main(argv=None):
     cfg.TEST.RPN_PRE_NMS_TOP_N = -1
     cfg.TEST.RPN_POST_NMS_TOP_N = 2000
     print_cfg()
-    wait_for_file(args.caffemodel, args.wait)
+    if args.prototxt is None or args.caffemodel is None:
+        sys.exit('rpn_generate.py: --def and --net are required')
+    wait_for_file(args.caffemodel, args.wait, args.wait_timeout)
     setup_caffe_device(args.gpu_id, args.cpu)
     apply_precision(args)
     net = caffe.Net(args.prototxt, args.caffemodel, caffe.TEST)
@@ -49,10 +53,8 @@ def main(argv=None):
     imdb_boxes = imdb_proposals(net, imdb)
     output_dir = get_output_dir(imdb, net)
     rpn_file = os.path.join(output_dir, net.name + '_rpn_proposals.pkl')
-    tmp = rpn_file + '.tmp'
-    with open(tmp, 'wb') as f:
+    with atomic_files.atomic_open(rpn_file) as f:
         pickle.dump([np.asarray(b) for b in imdb_boxes], f, pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, rpn_file)
     print('Wrote RPN proposals to {}'.format(rpn_file))
     return rpn_file
 

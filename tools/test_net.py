@@ -48,7 +48,7 @@ def main(argv=None):
     print_cfg()
     if args.prototxt is None or args.caffemodel is None:
         sys.exit('test_net.py: --def and --net are required')
-    wait_for_file(args.caffemodel, args.wait)
+    wait_for_file(args.caffemodel, args.wait, args.wait_timeout)
     net = caffe.Net(args.prototxt, args.caffemodel, caffe.TEST)
     net.name = os.path.splitext(os.path.basename(args.caffemodel))[0]
     imdb = get_imdb(args.imdb_name)

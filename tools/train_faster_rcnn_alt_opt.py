@@ -10,6 +10,11 @@ Each stage runs in its own child process, as in the original, so that every stag
 from a clean engine and config. `--ohem` trains the Fast R-CNN stages with online hard
 example mining (the stage*_fast_rcnn_ohem_* prototxts). `--iters a,b,c,d` overrides the
 stages' iteration counts (default 80000,40000,80000,40000).
+
+`--gpu 0,1` runs every stage on one process per device (CPU processes on a machine without
+GPUs): the training stages are data-parallel (caffe.parallel), and proposal generation
+splits the images between the ranks and gathers their proposals on rank 0, which writes
+the file and reports the stage's result.
 """
 import _init_paths  # noqa: F401
 import argparse
@@ -17,21 +22,21 @@ import multiprocessing as mp
 import os
 import pickle
 import pprint
-import shutil
 import sys
 
 import numpy as np
 
 from datasets.factory import get_imdb
 from fast_rcnn.config import cfg, cfg_restore, cfg_snapshot, get_output_dir
+from utils.data_parallel import parse_gpus
 
-from _tool_args import (add_cfg_arg, add_device_args, add_precision_arg, add_set_arg,
-                        apply_precision, load_cfg, parse_or_help, print_args)
+from _tool_args import (GPU_LIST_HELP, add_cfg_arg, add_device_args, add_precision_arg,
+                        add_set_arg, apply_precision, load_cfg, parse_or_help, print_args)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a Faster R-CNN network')
-    add_device_args(parser)
+    add_device_args(parser, gpu_help=GPU_LIST_HELP, gpu_type=str)
     parser.add_argument('--net_name', dest='net_name', help='network name (e.g., "ZF")',
                         default=None, type=str)
     parser.add_argument('--weights', dest='pretrained_model',
@@ -75,19 +80,36 @@ def get_solvers(net_name, ohem=False):
     return solvers, max_iters, rpn_test_prototxt
 
 
-def _init_stage(cfg_state):
-    """In a stage's child process: take the parent's config, seed, choose the device."""
+def _init_stage(cfg_state, gpus=None):
+    """In a stage's child process: take the parent's config, choose the device (and, as a
+    rank of a data-parallel stage, join the others), seed; returns the rank (0 if alone)."""
     cfg_restore(cfg_state)
     import caffe
+    from utils.data_parallel import start_ranks
     from utils.device import setup_caffe_device
-    np.random.seed(cfg.RNG_SEED)
-    caffe.set_random_seed(cfg.RNG_SEED)
-    setup_caffe_device(cfg.GPU_ID)
+    rank = 0
+    if gpus and len(gpus) > 1:
+        rank = start_ranks(gpus, __file__, [])
+    else:
+        setup_caffe_device(cfg.GPU_ID)
+    np.random.seed(cfg.RNG_SEED + rank)
+    caffe.set_random_seed(cfg.RNG_SEED + rank)
+    return rank
 
 
-def train_rpn(queue=None, imdb_name=None, init_model=None, solver=None, max_iters=None, cfg_state=None):
+def _report(queue, result):
+    """Rank 0 (or the only process) hands the stage's result to the parent; ranks leave
+    their group."""
+    from caffe import parallel
+    if parallel.root_solver():
+        queue.put(result)
+    parallel.leave()
+
+
+def train_rpn(queue=None, imdb_name=None, init_model=None, solver=None, max_iters=None, cfg_state=None,
+              gpus=None):
     """Train a Region Proposal Network in a separate training process."""
-    _init_stage(cfg_state)
+    rank = _init_stage(cfg_state, gpus)
     # Not using any proposals, just ground-truth boxes
     cfg.TRAIN.HAS_RPN = True
     cfg.TRAIN.BBOX_REG = False  # applies only to Fast R-CNN bbox regression
@@ -104,41 +126,58 @@ def train_rpn(queue=None, imdb_name=None, init_model=None, solver=None, max_iter
     print('Output will be saved to `{:s}`'.format(output_dir))
     model_paths = train_net(solver, roidb, output_dir, pretrained_model=init_model,
                             max_iters=max_iters)
-    for path in model_paths[:-1]:
-        os.remove(path)
-    queue.put({'model_path': model_paths[-1]})
+    if rank == 0:
+        for path in model_paths[:-1]:
+            os.remove(path)
+    _report(queue, {'model_path': model_paths[-1]})
 
 
-def rpn_generate(queue=None, imdb_name=None, rpn_model_path=None, rpn_test_prototxt=None, cfg_state=None):
-    """Use a trained RPN to generate proposals for every image of the data set."""
-    _init_stage(cfg_state)
+def rpn_generate(queue=None, imdb_name=None, rpn_model_path=None, rpn_test_prototxt=None, cfg_state=None,
+                 gpus=None):
+    """Use a trained RPN to generate proposals for every image of the data set (each rank
+    for its share of the images, gathered on rank 0)."""
+    rank = _init_stage(cfg_state, gpus)
     cfg.TEST.RPN_PRE_NMS_TOP_N = -1     # no pre NMS filtering
     cfg.TEST.RPN_POST_NMS_TOP_N = 2000  # limit top boxes after NMS
     print('RPN model: {}'.format(rpn_model_path))
     print('Using config:')
     pprint.pprint(cfg)
     import caffe
+    from caffe import parallel
     from rpn.generate import imdb_proposals
     imdb = get_imdb(imdb_name)
     print('Loaded dataset `{:s}` for proposal generation'.format(imdb.name))
     rpn_net = caffe.Net(rpn_test_prototxt, rpn_model_path, caffe.TEST)
     output_dir = get_output_dir(imdb)
     print('Output will be saved to `{:s}`'.format(output_dir))
-    rpn_proposals = imdb_proposals(rpn_net, imdb)
+    group = parallel.current()
+    if group is None:
+        rpn_proposals = imdb_proposals(rpn_net, imdb)
+    else:
+        mine = parallel.shard(imdb.num_images)
+        boxes = imdb_proposals(rpn_net, imdb, indices=mine)
+        shares = group.gather_objects({i: np.asarray(boxes[i]) for i in mine})
+        if rank != 0:
+            _report(queue, None)
+            return
+        rpn_proposals = [None] * imdb.num_images
+        for share in shares:
+            for i, b in share.items():
+                rpn_proposals[i] = b
+        print('Gathered the proposals of {:d} ranks'.format(len(shares)))
     rpn_net_name = os.path.splitext(os.path.basename(rpn_model_path))[0]
     rpn_proposals_path = os.path.join(output_dir, rpn_net_name + '_proposals.pkl')
-    tmp = rpn_proposals_path + '.tmp'
-    with open(tmp, 'wb') as f:  # written and read back by this run only
+    from caffe import atomic_files
+    with atomic_files.atomic_open(rpn_proposals_path) as f:  # read back by this run only
         pickle.dump([np.asarray(b) for b in rpn_proposals], f, pickle.HIGHEST_PROTOCOL)
-    os.replace(tmp, rpn_proposals_path)
     print('Wrote RPN proposals to {}'.format(rpn_proposals_path))
-    queue.put({'proposal_path': rpn_proposals_path})
+    _report(queue, {'proposal_path': rpn_proposals_path})
 
 
 def train_fast_rcnn(queue=None, imdb_name=None, init_model=None, solver=None, max_iters=None,
-                    cfg_state=None, rpn_file=None, ohem=False):
+                    cfg_state=None, rpn_file=None, ohem=False, gpus=None):
     """Train a Fast R-CNN using proposals generated by an RPN."""
-    _init_stage(cfg_state)
+    rank = _init_stage(cfg_state, gpus)
     cfg.TRAIN.HAS_RPN = False           # not generating proposals on-the-fly
     cfg.TRAIN.PROPOSAL_METHOD = 'rpn'   # use pre-computed RPN proposals instead
     cfg.TRAIN.IMS_PER_BATCH = 2
@@ -153,17 +192,31 @@ def train_fast_rcnn(queue=None, imdb_name=None, init_model=None, solver=None, ma
     print('Output will be saved to `{:s}`'.format(output_dir))
     model_paths = train_net(solver, roidb, output_dir, pretrained_model=init_model,
                             max_iters=max_iters)
-    for path in model_paths[:-1]:
-        os.remove(path)
-    queue.put({'model_path': model_paths[-1]})
+    if rank == 0:
+        for path in model_paths[:-1]:
+            os.remove(path)
+    _report(queue, {'model_path': model_paths[-1]})
+
+
+# The devices of --gpu: one process per device in every stage when there are several.
+_GPUS = []
 
 
 def _run_stage(target, **kwargs):
-    """Run one stage in a fresh process and return what it reports."""
+    """Run one stage in a fresh process (one per device with --gpu 0,1,...) and return
+    what it reports."""
     ctx = mp.get_context('spawn')
     queue = ctx.Queue()
     kwargs['queue'] = queue
     kwargs['cfg_state'] = cfg_snapshot()
+    if len(_GPUS) > 1:
+        from caffe import parallel
+        kwargs['gpus'] = list(_GPUS)
+        status = parallel.spawn_functions(target, kwargs, len(_GPUS))
+        if status:
+            raise RuntimeError('stage %s failed (a rank exited with status %s); see the log above'
+                               % (target.__name__, status))
+        return queue.get(timeout=60)
     p = ctx.Process(target=target, kwargs=kwargs)
     p.start()
     try:
@@ -184,7 +237,9 @@ def main(argv=None):
     args = parse_args(argv)
     print_args(args)
     load_cfg(args)
-    cfg.GPU_ID = -1 if args.cpu else args.gpu_id
+    gpus = parse_gpus(args.gpu_id, args.cpu)
+    _GPUS[:] = gpus
+    cfg.GPU_ID = gpus[0]
     apply_precision(args)  # the stages' processes inherit it through CAFFE_BF16
     if args.net_name is None:
         sys.exit('train_faster_rcnn_alt_opt.py: --net_name is required')
@@ -238,7 +293,8 @@ def main(argv=None):
     final_path = os.path.join(os.path.dirname(fast_rcnn_stage2_out['model_path']),
                               args.net_name + '_faster_rcnn_final.caffemodel')
     print('cp {} -> {}'.format(fast_rcnn_stage2_out['model_path'], final_path))
-    shutil.copy(fast_rcnn_stage2_out['model_path'], final_path)
+    from caffe import atomic_files  # a kill mid-copy must not leave half a final model
+    atomic_files.copy_file(fast_rcnn_stage2_out['model_path'], final_path)
     print('Final model: {}'.format(final_path))
     return final_path
 

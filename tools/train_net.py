@@ -5,7 +5,9 @@
         --weights data/imagenet_models/VGG16.v2.caffemodel --imdb voc_2007_trainval \
         --iters 70000 --cfg experiments/cfgs/faster_rcnn_end2end.yml
 
-`--gpu -1` (or `--cpu`) trains on the CPU.
+`--gpu -1` (or `--cpu`) trains on the CPU. `--gpu 0,1` trains data-parallel, one process
+per device (on a machine without GPUs, that many CPU processes); under torchrun the
+processes torchrun started train together (see lib/utils/data_parallel.py).
 """
 import _init_paths  # noqa: F401
 import argparse
@@ -18,15 +20,16 @@ import datasets.imdb
 from datasets.factory import get_imdb
 from fast_rcnn.config import cfg, get_output_dir
 from fast_rcnn.train import get_training_roidb, train_net
-from utils.device import setup_caffe_device
+from utils.data_parallel import finish_ranks, parse_gpus, rank_main, start_ranks
 
-from _tool_args import (add_cfg_arg, add_device_args, add_precision_arg, add_set_arg,
-                        apply_precision, load_cfg, parse_or_help, print_args, print_cfg)
+from _tool_args import (GPU_LIST_HELP, add_cfg_arg, add_device_args, add_precision_arg,
+                        add_set_arg, apply_precision, load_cfg, parse_or_help, print_args,
+                        print_cfg)
 
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description='Train a Fast R-CNN network')
-    add_device_args(parser)
+    add_device_args(parser, gpu_help=GPU_LIST_HELP, gpu_type=str)
     parser.add_argument('--solver', dest='solver', help='solver prototxt', default=None, type=str)
     parser.add_argument('--iters', dest='max_iters', help='number of iterations to train',
                         default=40000, type=int)
@@ -51,28 +54,37 @@ def combined_roidb(imdb_names):
         print('Set proposal method: {:s}'.format(cfg.TRAIN.PROPOSAL_METHOD))
         return get_training_roidb(imdb)
 
-    roidbs = [get_roidb(s) for s in imdb_names.split('+')]
+    names = imdb_names.split('+')
+    roidbs = [get_roidb(s) for s in names]
     roidb = roidbs[0]
     if len(roidbs) > 1:
+        classes = [tuple(get_imdb(s).classes) for s in names]
+        for s, c in zip(names[1:], classes[1:]):
+            if c != classes[0]:
+                raise ValueError('--imdb {}: {} and {} have different classes ({} and {}); '
+                                 'data sets trained together must list the same classes in '
+                                 'the same order'.format(imdb_names, names[0], s,
+                                                         list(classes[0]), list(c)))
         for r in roidbs[1:]:
             roidb.extend(r)
-        imdb = datasets.imdb.imdb(imdb_names, get_imdb(imdb_names.split('+')[1]).classes)
+        imdb = datasets.imdb.imdb(imdb_names, classes[1])
     else:
         imdb = get_imdb(imdb_names)
     return imdb, roidb
 
 
+@rank_main
 def main(argv=None):
     args = parse_args(argv)
-    print_args(args)
     load_cfg(args)
-    setup_caffe_device(args.gpu_id, args.cpu)
+    rank = start_ranks(parse_gpus(args.gpu_id, args.cpu), __file__, argv, args.cpu)
+    print_args(args)
     apply_precision(args)
     print_cfg()
     if not args.randomize:
-        # fix the random seeds (numpy and caffe) for reproducibility
-        np.random.seed(cfg.RNG_SEED)
-        caffe.set_random_seed(cfg.RNG_SEED)
+        # fix the random seeds (numpy and caffe) for reproducibility; each rank its own
+        np.random.seed(cfg.RNG_SEED + rank)
+        caffe.set_random_seed(cfg.RNG_SEED + rank)
     if args.solver is None:
         sys.exit('train_net.py: --solver is required')
     imdb, roidb = combined_roidb(args.imdb_name)
@@ -81,6 +93,7 @@ def main(argv=None):
     print('Output will be saved to `{:s}`'.format(output_dir))
     train_net(args.solver, roidb, output_dir, pretrained_model=args.pretrained_model,
               max_iters=args.max_iters)
+    finish_ranks()
 
 
 if __name__ == '__main__':

@@ -16,10 +16,14 @@ EXTRA_ARGS_SLUG=${EXTRA_ARGS// /_}
 EXTRA_ARGS_SLUG=${EXTRA_ARGS_SLUG//\//_}
 
 if [ -z "$GPU_ID" ] || [ -z "$NET" ] || [ -z "$DATASET" ]; then
-  echo "usage: $0 GPU_ID NET DATASET [--set KEY VALUE ...]   (GPU_ID -1 for the CPU)"
+  echo "usage: $0 GPU_ID NET DATASET [--set KEY VALUE ...]   (GPU_ID -1 for the CPU;"
+  echo "  a list such as 0,1,2,3 trains data-parallel, one process per GPU)"
   echo "  NET: ZF | VGG_CNN_M_1024 | VGG16 | ToyNet;  DATASET: pascal_voc | coco | toy"
   exit 1
 fi
+
+# Training takes the whole GPU list (data-parallel); testing runs on its first device.
+TEST_GPU_ID=${GPU_ID%%,*}
 
 CFG_PREFIX=""
 case $DATASET in

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Usage:
 # ./experiments/scripts/fast_rcnn.sh GPU NET DATASET [options args to {train,test}_net.py]
-# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU.
+# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU; a list (0,1) trains on
+# one process per GPU (data-parallel; CPU processes on a machine without GPUs).
 #
 # Example:
 # ./experiments/scripts/fast_rcnn.sh 0 VGG_CNN_M_1024 pascal_voc \
@@ -34,7 +35,7 @@ set +x
 NET_FINAL=`grep -B 1 "done solving" ${LOG} | grep "Wrote snapshot" | awk '{print $4}'`
 set -x
 
-time ./tools/test_net.py --gpu ${GPU_ID} \
+time ./tools/test_net.py --gpu ${TEST_GPU_ID} \
   --def models/${PT_DIR}/${NET}/${EXP_SCHEME}/test.prototxt \
   --net ${NET_FINAL} \
   --imdb ${TEST_IMDB} \

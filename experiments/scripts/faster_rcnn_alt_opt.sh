@@ -1,7 +1,8 @@
 #!/bin/bash
 # Usage:
 # ./experiments/scripts/faster_rcnn_alt_opt.sh GPU NET DATASET [options args to {train,test}_net.py]
-# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU.
+# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU; a list (0,1) trains on
+# one process per GPU (data-parallel; CPU processes on a machine without GPUs).
 #
 # Example:
 # ./experiments/scripts/faster_rcnn_alt_opt.sh 0 VGG_CNN_M_1024 pascal_voc \
@@ -40,7 +41,7 @@ set +x
 NET_FINAL=`grep "Final model:" ${LOG} | awk '{print $3}'`
 set -x
 
-time ./tools/test_net.py --gpu ${GPU_ID} \
+time ./tools/test_net.py --gpu ${TEST_GPU_ID} \
   --def models/${PT_DIR}/${NET}/faster_rcnn_alt_opt/faster_rcnn_test.pt \
   --net ${NET_FINAL} \
   --imdb ${TEST_IMDB} \

@@ -1,7 +1,8 @@
 #!/bin/bash
 # Usage:
 # ./experiments/scripts/faster_rcnn_end2end.sh GPU NET DATASET [options args to {train,test}_net.py]
-# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU.
+# DATASET is pascal_voc, coco or toy; GPU -1 runs on the CPU; a list (0,1) trains on
+# one process per GPU (data-parallel; CPU processes on a machine without GPUs).
 #
 # Example:
 # ./experiments/scripts/faster_rcnn_end2end.sh 0 VGG_CNN_M_1024 pascal_voc \
@@ -32,7 +33,7 @@ set +x
 NET_FINAL=`grep -B 1 "done solving" ${LOG} | grep "Wrote snapshot" | awk '{print $4}'`
 set -x
 
-time ./tools/test_net.py --gpu ${GPU_ID} \
+time ./tools/test_net.py --gpu ${TEST_GPU_ID} \
   --def models/${PT_DIR}/${NET}/${EXP_SCHEME}/test.prototxt \
   --net ${NET_FINAL} \
   --imdb ${TEST_IMDB} \

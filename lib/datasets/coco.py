@@ -23,9 +23,10 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from caffe import atomic_files
 from datasets import ds_utils
 from datasets.imdb import imdb
-from datasets.roidb_io import fingerprint, load_roidb, save_roidb
+from datasets.roidb_io import file_stamps, fingerprint, load_roidb, save_roidb
 from fast_rcnn.config import cfg
 from utils.sparse import csr_matrix
 
@@ -126,8 +127,10 @@ class coco(imdb):
 
     # ------------------------------------------------------------------ roidbs
     def _cache_meta(self, kind: str) -> Dict[str, Any]:
+        """What a cached roidb was built from (the annotation file's size and mtime too)."""
         return {'kind': kind, 'classes': list(self._classes),
-                'images': fingerprint([str(i) for i in self._image_index])}
+                'images': fingerprint([str(i) for i in self._image_index]),
+                'annotations': file_stamps([self._get_ann_file()])}
 
     def gt_roidb(self) -> List[Dict[str, Any]]:
         """Ground-truth roidb, read from (or written to) the cache."""
@@ -208,7 +211,10 @@ class coco(imdb):
         cache_file = osp.join(self.cache_path, self.name +
                               '_{:s}_top{:d}'.format(method, top_k) + '_roidb.npz')
         meta = self._cache_meta(method)
-        meta['top_k'] = top_k
+        meta.update(top_k=top_k, min_size=self.config['min_size'],
+                    crowd_thresh=self.config['crowd_thresh'],
+                    proposals=file_stamps([self._proposal_file(method, i)
+                                           for i in self._image_index]))
         roidb = load_roidb(cache_file, meta) if osp.exists(cache_file) else None
         if roidb is not None and len(roidb) == self.num_images:
             print('{:s} {:s} roidb loaded from {:s}'.format(self.name, method, cache_file))
@@ -224,6 +230,9 @@ class coco(imdb):
         save_roidb(cache_file, roidb, meta)
         print('wrote {:s} roidb to {:s}'.format(method, cache_file))
         return roidb
+
+    def _proposal_file(self, method: str, index: int) -> str:
+        return osp.join(cfg.DATA_DIR, 'coco_proposals', method, 'mat', self._get_box_file(index))
 
     def _load_proposals(self, method: str, gt_roidb: Optional[List[Dict[str, Any]]]
                         ) -> List[Dict[str, Any]]:
@@ -243,8 +252,7 @@ class coco(imdb):
         for i, index in enumerate(self._image_index):
             if i % 1000 == 0:
                 print('{:d} / {:d}'.format(i + 1, len(self._image_index)))
-            box_file = osp.join(cfg.DATA_DIR, 'coco_proposals', method, 'mat',
-                                self._get_box_file(index))
+            box_file = self._proposal_file(method, index)
             if not osp.exists(box_file):
                 raise FileNotFoundError('data set {}: proposal file not found: {}'.format(
                     self.name, box_file))
@@ -309,7 +317,7 @@ class coco(imdb):
         self._print_detection_eval_metrics(coco_eval)
         eval_file = osp.join(output_dir, 'detection_results.pkl')
         # written by this run for later inspection; never read back by the project
-        with open(eval_file, 'wb') as fid:
+        with atomic_files.atomic_open(eval_file) as fid:
             pickle.dump(coco_eval, fid, pickle.HIGHEST_PROTOCOL)
         print('Wrote COCO eval results to: {}'.format(eval_file))
         return coco_eval
@@ -340,13 +348,14 @@ class coco(imdb):
             coco_cat_id = self._class_to_coco_cat_id[cls]
             results.extend(self._coco_results_one_category(all_boxes[cls_ind], coco_cat_id))
         print('Writing results json to {}'.format(res_file))
-        with open(res_file, 'w') as fid:
+        with atomic_files.atomic_open(res_file, 'w') as fid:
             json.dump(results, fid)
 
     def evaluate_detections(self, all_boxes: Sequence[Sequence[Any]],
                             output_dir: Optional[str] = None) -> Any:
         """Write the results JSON and, for splits with ground truth, run COCOeval."""
         output_dir = output_dir or 'output'
+        self.check_detections(all_boxes)
         os.makedirs(output_dir, exist_ok=True)
         res_file = osp.join(output_dir, 'detections_' + self._image_set + self._year +
                             '_results')

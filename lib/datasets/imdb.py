@@ -114,6 +114,30 @@ class imdb(object):
         raise NotImplementedError('{} does not implement evaluate_detections'.format(
             type(self).__name__))
 
+    def check_detections(self, all_boxes: Any, source: str = 'the detections') -> None:
+        """Refuse detections made for another data set: ``all_boxes`` must have one list
+        per class of this imdb, each with one entry per image (``[]`` or an (N, 5) array).
+        Evaluating a mismatch would score one data set's classes or images as another's."""
+        n_cls = len(all_boxes) if hasattr(all_boxes, '__len__') else -1
+        if n_cls != self.num_classes:
+            raise ValueError('imdb {}: {} hold {} class list(s) but the data set has {} classes '
+                             '({}); were they made by a net for another data set?'.format(
+                                 self.name, source, n_cls, self.num_classes,
+                                 ', '.join(self.classes[:8]) + (', ...' if self.num_classes > 8
+                                                                else '')))
+        for k, per_image in enumerate(all_boxes):
+            n = len(per_image) if hasattr(per_image, '__len__') else -1
+            if n != self.num_images:
+                raise ValueError('imdb {}: {} have {} image entries for class {} ({!r}) but the '
+                                 'data set has {} images; were they made on another image '
+                                 'set?'.format(self.name, source, n, k, self.classes[k],
+                                               self.num_images))
+            for i, dets in enumerate(per_image):
+                if len(dets) and (np.ndim(dets) != 2 or np.shape(dets)[1] != 5):
+                    raise ValueError('imdb {}: {}: class {} image {} has detections of shape {}, '
+                                     'expected (N, 5) [x1, y1, x2, y2, score]'.format(
+                                         self.name, source, k, i, np.shape(dets)))
+
     def _get_widths(self) -> List[int]:
         """Image widths in pixels, read from the image headers (not decoded)."""
         from PIL import Image

@@ -18,8 +18,8 @@ clamped onto the border and counted in a warning.  Boxes are stored as uint16
 like the original, but only after these checks, so nothing can wrap around.
 
 Caches (``DATA_DIR/cache/<name>_gt_roidb.npz`` ...) use the pickle-free format
-of :mod:`datasets.roidb_io` and are rebuilt when the classes, the image list or
-the ``use_diff`` option changed.
+of :mod:`datasets.roidb_io` and are rebuilt when the classes, the image list,
+the ``use_diff`` option or any annotation file (size, mtime) changed.
 """
 
 from __future__ import annotations
@@ -33,10 +33,12 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from caffe import atomic_files
 from datasets import ds_utils
 from datasets.ds_utils import AnnotationError
 from datasets.imdb import imdb
-from datasets.roidb_io import fingerprint, load_box_list, load_roidb, save_roidb
+from datasets.roidb_io import (file_stamps, fingerprint, load_box_list, load_roidb,
+                               save_roidb)
 from datasets.voc_eval import voc_eval
 from fast_rcnn.config import cfg
 from utils.sparse import csr_matrix
@@ -133,9 +135,18 @@ class pascal_voc(imdb):
             raise FileNotFoundError('data set {}: image set file not found: {} '
                                     '(image sets present: {})'.format(
                                         self.name, image_set_file, have or 'none'))
-        with open(image_set_file, 'r', encoding='utf-8') as f:
-            # VOC lists may carry a second column (e.g. "000005  1"); keep the name
-            image_index = [ln.split()[0] for ln in f.read().splitlines() if ln.strip()]
+        try:
+            with open(image_set_file, 'r', encoding='utf-8') as f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OSError('data set {}: cannot read image set file {}: {}'.format(
+                self.name, image_set_file, exc)) from None
+        # VOC lists may carry a second column (e.g. "000005  1"); keep the name
+        image_index = [ln.split()[0] for ln in lines if ln.strip()]
+        if not image_index:
+            raise ValueError('data set {}: image set file {} lists no images (one image name '
+                             'per line, without extension, expected)'.format(
+                                 self.name, image_set_file))
         return image_index
 
     def _get_default_path(self) -> str:
@@ -143,11 +154,18 @@ class pascal_voc(imdb):
         return os.path.join(cfg.DATA_DIR, 'VOCdevkit' + self._year)
 
     # ------------------------------------------------------------------ roidbs
+    def _annotation_path(self, index: str) -> str:
+        return os.path.join(self._data_path, 'Annotations', index + '.xml')
+
     def _cache_meta(self, kind: str) -> Dict[str, Any]:
+        """What a cached roidb was built from: it is rebuilt when any of it changes,
+        including an annotation file edited, added or removed since (size and mtime)."""
         return {'kind': kind, 'classes': list(self._classes),
                 'use_diff': bool(self.config['use_diff']),
                 'images': fingerprint(self._image_index),
-                'data_path': os.path.abspath(self._data_path)}
+                'data_path': os.path.abspath(self._data_path),
+                'annotations': file_stamps([self._annotation_path(i)
+                                            for i in self._image_index])}
 
     def gt_roidb(self) -> List[Dict[str, Any]]:
         """Return the ground-truth roidb, read from (or written to) the cache."""
@@ -173,6 +191,7 @@ class pascal_voc(imdb):
         cache_file = os.path.join(self.cache_path, self.name + '_selective_search_roidb.npz')
         meta = self._cache_meta('selective_search')
         meta['min_size'] = self.config['min_size']
+        meta['proposals'] = file_stamps([self._selective_search_file()])
         roidb = load_roidb(cache_file, meta) if os.path.exists(cache_file) else None
         if roidb is not None and len(roidb) == self.num_images:
             print('{} ss roidb loaded from {}'.format(self.name, cache_file))
@@ -222,10 +241,13 @@ class pascal_voc(imdb):
         box_list = load_box_list(filename)
         return self.create_roidb_from_box_list(box_list, gt_roidb)
 
+    def _selective_search_file(self) -> str:
+        return os.path.abspath(os.path.join(cfg.DATA_DIR, 'selective_search_data',
+                                            self.name + '.mat'))
+
     def _load_selective_search_roidb(self, gt_roidb: Optional[List[Dict[str, Any]]]
                                      ) -> List[Dict[str, Any]]:
-        filename = os.path.abspath(os.path.join(cfg.DATA_DIR, 'selective_search_data',
-                                                self.name + '.mat'))
+        filename = self._selective_search_file()
         if not os.path.exists(filename):
             raise FileNotFoundError(
                 'data set {}: selective search data not found at: {} (fetch it with '
@@ -248,7 +270,7 @@ class pascal_voc(imdb):
 
     def _load_pascal_annotation(self, index: str) -> Dict[str, Any]:
         """Read one image's boxes and classes from its VOC XML file (checked)."""
-        filename = os.path.join(self._data_path, 'Annotations', index + '.xml')
+        filename = self._annotation_path(index)
         if not os.path.exists(filename):
             raise FileNotFoundError('data set {}: annotation file {} for image {!r} does '
                                     'not exist'.format(self.name, filename, index))
@@ -379,8 +401,7 @@ class pascal_voc(imdb):
                 line = index.replace('%', '%%') + ' %.3f %.1f %.1f %.1f %.1f\n'
                 # one formatting call per image for all of its detections
                 chunks.append((line * cols.shape[0]) % tuple(cols.ravel().tolist()))
-            with open(template.format(cls), 'wt') as f:
-                f.write(''.join(chunks))
+            atomic_files.write_text(template.format(cls), ''.join(chunks))
 
     def _use_07_metric(self) -> bool:
         flag = self.config.get('use_07_metric')
@@ -413,7 +434,7 @@ class pascal_voc(imdb):
                                      ovthresh=0.5, use_07_metric=use_07_metric)
             aps += [ap]
             print('AP for {} = {:.4f}'.format(cls, ap))
-            with open(os.path.join(output_dir, cls + '_pr.pkl'), 'wb') as f:
+            with atomic_files.atomic_open(os.path.join(output_dir, cls + '_pr.pkl')) as f:
                 pickle.dump({'rec': rec, 'prec': prec, 'ap': ap}, f)
         print('Mean AP = {:.4f}'.format(np.mean(aps)))
         print('~~~~~~~~')
@@ -444,6 +465,7 @@ class pascal_voc(imdb):
                             output_dir: Optional[str] = None) -> List[float]:
         """Write results files, evaluate them, and remove them unless configured not to."""
         output_dir = output_dir or 'output'
+        self.check_detections(all_boxes)
         self._write_voc_results_file(all_boxes)
         aps = self._do_python_eval(output_dir)
         if self.config['matlab_eval']:

@@ -8,7 +8,8 @@ not load cleanly under Python 3 anyway.  Here:
   all images concatenated, per-image counts, the overlaps of all images as
   one CSR matrix, and a JSON ``meta`` record.  A cache whose ``meta`` does not
   match what the caller expects (other classes, other image list, older
-  format) is ignored and rebuilt instead of being trusted.
+  format, or annotation files edited since: see :func:`file_stamps`) is ignored
+  and rebuilt instead of being trusted.  An empty roidb is never cached.
 * proposal box lists are written as ``.npz`` (:func:`save_box_list`).
   :func:`load_box_list` reads those, ``np.savez(*list)`` files, and -- for
   proposal files written by py-faster-rcnn or by tools that still pickle --
@@ -23,11 +24,11 @@ import importlib
 import json
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from caffe import atomic_files
 from utils.sparse import csr_matrix, vstack as sparse_vstack
 
 CACHE_FORMAT = 1
@@ -43,24 +44,34 @@ def fingerprint(items: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+def file_stamps(paths: Sequence[str]) -> str:
+    """Short hash of the size and modification time of each file (a missing one counts
+    as missing): what a cache built from these files is keyed by, so that editing,
+    adding or removing one of them makes the cache stale, as make decides."""
+    h = hashlib.sha1()
+    for p in paths:
+        try:
+            st = os.stat(p)
+            stamp = '{}:{}'.format(st.st_size, st.st_mtime_ns)
+        except OSError:
+            stamp = 'missing'
+        h.update('{}\0{}\0'.format(os.path.basename(str(p)), stamp).encode('utf-8'))
+    return h.hexdigest()
+
+
 def _atomic_savez(path: str, arrays: Dict[str, np.ndarray]) -> None:
-    """Write an .npz so a crash never leaves a truncated cache behind."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.npz', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    """Write an .npz so a crash never leaves a truncated cache (or its temporary) behind."""
+    with atomic_files.atomic_open(path, 'wb') as f:
+        np.savez(f, **arrays)
 
 
 def save_roidb(path: str, roidb: List[Dict[str, Any]], meta: Dict[str, Any]) -> None:
     """Save a roidb (list of per-image dicts) and its ``meta`` record to ``path``."""
     n = len(roidb)
+    if n == 0:
+        # An empty roidb is always a mistake upstream (an empty image list, a wrong
+        # folder); caching it would only make the mistake outlive its fix.
+        raise ValueError('save_roidb({}): refusing to cache an empty roidb'.format(path))
     for i, e in enumerate(roidb):
         missing = [k for k in ('boxes', 'gt_classes', 'gt_overlaps', 'flipped') if k not in e]
         if missing:
@@ -101,7 +112,10 @@ def load_roidb(path: str, expect_meta: Optional[Dict[str, Any]] = None
             meta = json.loads(str(z['meta']))
             want = dict(expect_meta or {})
             want['format'] = CACHE_FORMAT
-            if any(meta.get(k) != json.loads(json.dumps(v)) for k, v in want.items()):
+            changed = [k for k, v in want.items() if meta.get(k) != json.loads(json.dumps(v))]
+            if changed:
+                print('cache {} is stale ({} changed since it was written); rebuilding'
+                      .format(path, ', '.join(sorted(changed))))
                 return None
             counts = z['counts']
             boxes, gt_classes = z['boxes'], z['gt_classes']

@@ -500,8 +500,42 @@ def _read_manifest(out: Path) -> dict[str, Any] | None:
 
 def _atomic_write(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _remove_stale_builds(out: Path) -> None:
+    """Remove what a killed earlier build left in ``out``: its ``.toy-build-<pid>-*``
+    folder (a half-made set of images) and ``.<file>.<pid>.tmp`` files, only where
+    process <pid> is gone (another build may be running)."""
+    for entry in out.iterdir() if out.is_dir() else ():
+        name = entry.name
+        if name.startswith(".toy-build-"):
+            pid = name[len(".toy-build-"):].split("-", 1)[0]
+        elif name.startswith(".") and name.endswith(".tmp") and name.count(".") >= 3:
+            pid = name[:-len(".tmp")].rsplit(".", 1)[-1]
+        else:
+            continue
+        if not pid.isdigit() or _pid_alive(int(pid)):
+            continue
+        if entry.is_dir():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _is_complete(out: Path, manifest: dict[str, Any] | None, params: dict[str, Any]) -> bool:
@@ -586,11 +620,12 @@ def make_toy_dataset(
             f"{devkit} exists but was not made by the toy generator (no {MANIFEST_NAME} in {out}); "
             "choose another output folder or remove it yourself")
     out.mkdir(parents=True, exist_ok=True)
+    _remove_stale_builds(out)
 
     build_manifest = {"generator": "toy_generator", "status": "building", "params": params}
     _atomic_write(out / MANIFEST_NAME, json.dumps(build_manifest, indent=2, sort_keys=True) + "\n")
 
-    tmp_root = Path(tempfile.mkdtemp(prefix=".toy-build-", dir=out))
+    tmp_root = Path(tempfile.mkdtemp(prefix=f".toy-build-{os.getpid()}-", dir=out))
     try:
         summary = _build(tmp_root / DEVKIT_NAME, params, verbose)
         if devkit.exists():

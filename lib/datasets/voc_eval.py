@@ -15,8 +15,9 @@ rule, because a detection's matched box never depends on earlier matches.
 Changes from the original, all in robustness:
 
 * the annotation cache is JSON (no pickle), one file per image-set file and
-  annotation folder, and is re-read when it does not cover the image list (the
-  original's single ``annots.pkl`` went stale when the image set changed);
+  annotation folder, and an annotation is parsed again when the image list gains
+  it or its XML file was edited since (size, mtime) -- the original's single
+  ``annots.pkl`` went stale when the image set or an annotation changed;
 * an empty detection file gives AP 0 instead of a crash; a detection whose
   image is not in the image set raises an error naming both files;
 * detections with equal confidence keep file order (the original's unstable
@@ -28,12 +29,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import xml.etree.ElementTree as ET
 from typing import Any, Dict, List, Tuple
 
 import numpy as np
 
+from caffe import atomic_files
 from datasets.ds_utils import AnnotationError
 
 # Detections are matched in blocks of this many, to bound temporary memory.
@@ -109,33 +110,56 @@ def voc_ap(rec: np.ndarray, prec: np.ndarray, use_07_metric: bool = False) -> fl
     return float(np.sum((mrec[i + 1] - mrec[i]) * mpre[i + 1]))
 
 
+def _stamp(path: str) -> Any:
+    """[size, mtime_ns] of a file, or None when it cannot be read."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return [st.st_size, st.st_mtime_ns]
+
+
 def _load_annotations(annopath: str, imagesetfile: str, imagenames: List[str],
                       cachedir: str) -> Dict[str, List[Dict[str, Any]]]:
-    """Parse (or read from the JSON cache) the annotations of ``imagenames``."""
+    """Parse (or read from the JSON cache) the annotations of ``imagenames``.
+
+    The cache keeps each XML file's size and mtime with its objects; an annotation edited
+    since is parsed again (and the cache rewritten), so evaluation never scores against
+    boxes that are no longer in the file. An entry whose XML is gone is kept as cached.
+    """
     os.makedirs(cachedir, exist_ok=True)
     key = hashlib.sha1((os.path.abspath(imagesetfile) + '\0' + annopath)
                        .encode('utf-8')).hexdigest()[:12]
     base = os.path.splitext(os.path.basename(imagesetfile))[0]
     cachefile = os.path.join(cachedir, 'annots_{}_{}.json'.format(base, key))
     recs: Dict[str, List[Dict[str, Any]]] = {}
+    stamps: Dict[str, Any] = {}
     if os.path.isfile(cachefile):
         try:
             with open(cachefile, 'r', encoding='utf-8') as f:
                 cached = json.load(f)
-            if cached.get('annopath') == annopath and \
-                    all(n in cached['recs'] for n in imagenames):
-                return cached['recs']
+            if cached.get('annopath') == annopath and isinstance(cached['recs'], dict):
+                recs = cached['recs']
+                stamps = cached.get('stamps') or {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass  # unreadable or stale cache: rebuild it
-    for i, name in enumerate(imagenames):
+            recs, stamps = {}, {}  # unreadable cache: rebuild it
+    todo = []
+    for name in dict.fromkeys(imagenames):
+        now = _stamp(annopath.format(name))
+        if name not in recs or (now is not None and stamps.get(name) != now):
+            todo.append((name, now))
+    if not todo:
+        return recs
+    if recs:
+        print('Reading {:d} new or edited annotation(s) (cache {:s})'.format(len(todo), cachefile))
+    for i, (name, now) in enumerate(todo):
         recs[name] = parse_rec(annopath.format(name))
+        stamps[name] = now
         if i % 100 == 0:
-            print('Reading annotation for {:d}/{:d}'.format(i + 1, len(imagenames)))
+            print('Reading annotation for {:d}/{:d}'.format(i + 1, len(todo)))
     print('Saving cached annotations to {:s}'.format(cachefile))
-    fd, tmp = tempfile.mkstemp(prefix='.tmp_', suffix='.json', dir=cachedir)
-    with os.fdopen(fd, 'w', encoding='utf-8') as f:
-        json.dump({'annopath': annopath, 'recs': recs}, f)
-    os.replace(tmp, cachefile)
+    atomic_files.write_text(cachefile, json.dumps({'annopath': annopath, 'recs': recs,
+                                                   'stamps': stamps}))
     return recs
 
 

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
+from caffe import atomic_files
+from caffe.image_file import read_image
 from fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
 from fast_rcnn.config import cfg, get_output_dir
+from fast_rcnn.net_classes import check_net_classes
 from fast_rcnn.nms_wrapper import nms
 from utils.blob import image_pyramid_blob
 from utils.timer import Timer
@@ -246,28 +247,18 @@ def apply_nms(all_boxes: List[List[Any]], thresh: float) -> List[List[Any]]:
 
 
 def _read_image(path: str) -> np.ndarray:
-    im = cv2.imread(path)
-    if im is None:
-        raise IOError('cannot read image {} (missing, unreadable or not an image)'.format(path))
-    return im
+    """The BGR image; an error naming the file if it is missing, truncated or not an image."""
+    return read_image(path)
 
 
 def _save_detections(all_boxes: List[List[Any]], det_file: str) -> None:
-    """Write detections.pkl atomically (a temporary file, then a rename).
+    """Write detections.pkl atomically (caffe.atomic_files: whole or not at all).
 
     Pickle is the format tools/reval.py and the original expect; it is safe
     here because the file holds only arrays this very run produced.
     """
-    directory = os.path.dirname(os.path.abspath(det_file))
-    fd, tmp = tempfile.mkstemp(prefix='.detections-', suffix='.tmp', dir=directory)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            pickle.dump(all_boxes, f, pickle.HIGHEST_PROTOCOL)
-        os.replace(tmp, det_file)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_files.atomic_open(det_file) as f:
+        pickle.dump(all_boxes, f, pickle.HIGHEST_PROTOCOL)
 
 
 def test_net(net: Any, imdb: Any, max_per_image: int = 100, thresh: float = 0.05,
@@ -283,6 +274,8 @@ def test_net(net: Any, imdb: Any, max_per_image: int = 100, thresh: float = 0.05
     detections of each image and class are drawn to
     ``<output_dir>/vis/<image index>_<class>.png``.
     """
+    check_net_classes(net, imdb.num_classes, 'imdb {}'.format(imdb.name), imdb.classes,
+                      net_name=getattr(net, 'name', ''), bbox_reg=bool(cfg.TEST.BBOX_REG))
     num_images = len(imdb.image_index)
     # all detections are collected into:
     #    all_boxes[cls][image] = N x 5 array of detections in

@@ -12,6 +12,11 @@ Typical use (``tools/train_net.py``)::
     roidb = get_training_roidb(imdb)
     model_paths = train_net(solver_prototxt, roidb, output_dir,
                             pretrained_model=weights, max_iters=40000)
+
+In data-parallel training (a process group joined, see utils.data_parallel) every rank
+makes the same wrapper: rank 0 loads the pretrained weights and gives them to the others,
+the gradients are averaged across ranks before each update, and only rank 0 writes the
+snapshots (every rank returns their names).
 """
 
 from __future__ import annotations
@@ -22,9 +27,12 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 import caffe
+from caffe import atomic_files
+from caffe import parallel
 from caffe.proto import caffe_pb2
 from caffe.solver import read_solver_param
 from fast_rcnn.config import cfg
+from fast_rcnn.net_classes import check_net_classes
 import roi_data_layer.roidb as rdl_roidb
 from utils.timer import Timer
 
@@ -77,11 +85,19 @@ class SolverWrapper(object):
                 print('done')
 
         self.solver = caffe.SGDSolver(solver_prototxt)
-        if pretrained_model is not None:
+        self.data_parallel = None
+        if pretrained_model is not None and parallel.root_solver():
             print('Loading pretrained model weights from {:s}'.format(pretrained_model))
             self.solver.net.copy_from(pretrained_model)
 
         self.solver_param = _read_solver_param(solver_prototxt)
+
+        if roidb and 'gt_overlaps' in roidb[0]:
+            # Where the net meets the data: every class-fixing layer must agree with it.
+            check_net_classes(self.solver.net, int(roidb[0]['gt_overlaps'].shape[1]),
+                              'the training roidb', net_name=solver_prototxt,
+                              bbox_reg=bool(cfg.TRAIN.BBOX_REG))
+        self._remove_stale_temps()
 
         data_layer = self.solver.net.layers[0] if len(self.solver.net.layers) else None
         if not hasattr(data_layer, 'set_roidb'):
@@ -89,6 +105,17 @@ class SolverWrapper(object):
                              '(a Python layer with set_roidb), found {}'.format(
                                  solver_prototxt, getattr(data_layer, 'type', None)))
         data_layer.set_roidb(roidb)
+        if parallel.current() is not None and parallel.solver_count() > 1:
+            self.data_parallel = parallel.DataParallel(self.solver).attach()
+            self.data_parallel.bcast()
+
+    def _remove_stale_temps(self) -> None:
+        """Remove the temporaries of snapshots a killed run was writing: files named
+        `.<snapshot_prefix>[_<SNAPSHOT_INFIX>]_iter_*.tmp` of writers no longer running."""
+        stem = self._snapshot_stem()
+        for path in atomic_files.remove_stale_temps(os.path.dirname(stem),
+                                                    os.path.basename(stem)):
+            print('Removed the temporary file of an interrupted snapshot: {}'.format(path))
 
     def snapshot(self) -> str:
         """Save the net with un-normalised ``bbox_pred`` weights; return the file name.
@@ -100,6 +127,8 @@ class SolverWrapper(object):
         written atomically by ``net.save``.
         """
         net = self.solver.net
+        if not parallel.root_solver():
+            return self._snapshot_filename()
 
         scale_bbox_params = (cfg.TRAIN.BBOX_REG and cfg.TRAIN.BBOX_NORMALIZE_TARGETS
                              and 'bbox_pred' in net.params and self.bbox_stds is not None)
@@ -122,10 +151,8 @@ class SolverWrapper(object):
 
         try:
             os.makedirs(self.output_dir, exist_ok=True)
-            infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
-            filename = (self.solver_param.snapshot_prefix + infix +
-                        '_iter_{:d}'.format(self.solver.iter) + '.caffemodel')
-            filename = os.path.join(self.output_dir, filename)
+            self._remove_stale_temps()
+            filename = self._snapshot_filename()
             net.save(str(filename))
             print('Wrote snapshot to: {:s}'.format(filename))
         finally:
@@ -134,6 +161,15 @@ class SolverWrapper(object):
                 weights.data[...] = orig_0
                 biases.data[...] = orig_1
         return filename
+
+    def _snapshot_stem(self) -> str:
+        """`<output_dir>/<snapshot_prefix>[_<SNAPSHOT_INFIX>]_iter_`: what snapshot names
+        (and their temporaries' targets) start with."""
+        infix = ('_' + cfg.TRAIN.SNAPSHOT_INFIX if cfg.TRAIN.SNAPSHOT_INFIX != '' else '')
+        return os.path.join(self.output_dir, self.solver_param.snapshot_prefix + infix + '_iter_')
+
+    def _snapshot_filename(self) -> str:
+        return '{}{:d}.caffemodel'.format(self._snapshot_stem(), self.solver.iter)
 
     def train_model(self, max_iters: int) -> List[str]:
         """Step the solver up to ``max_iters``; return the snapshot paths, in order.
@@ -206,8 +242,16 @@ def filter_roidb(roidb: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def train_net(solver_prototxt: str, roidb: List[Dict[str, Any]], output_dir: str,
               pretrained_model: Optional[str] = None, max_iters: int = 40000) -> List[str]:
     """Train a Fast R-CNN network; return the paths of the snapshots written."""
+    if not roidb:
+        raise ValueError('train_net: the training roidb is empty (no images)')
+    num_images = len(roidb)
+    num_boxes = sum(int(np.count_nonzero(np.asarray(r['gt_classes']) > 0)) for r in roidb)
     roidb = filter_roidb(roidb)
     if not roidb:
+        if num_boxes == 0:
+            raise ValueError('train_net: none of the {} training images has a ground-truth '
+                             'box (are all objects marked difficult, or are the annotations '
+                             'empty?)'.format(num_images))
         raise ValueError('no roidb entry has a usable RoI (check TRAIN.FG_THRESH and '
                          'TRAIN.BG_THRESH_LO/HI against the proposals)')
     sw = SolverWrapper(solver_prototxt, roidb, output_dir,

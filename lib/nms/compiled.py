@@ -1,56 +1,49 @@
 """The compiled NMS kernel (nms_kernel.c), loaded with ctypes.
 
-`make` builds `_nms_kernel.so` next to this file with the system C compiler; if it is
-missing (no compiler), `build()` tries once at import, and callers fall back to
-torchvision's kernel when that fails too (same answer, slower on the CPU).
+setup.py builds it next to this file as a setuptools extension (`pip install -e .`, which
+`make setup` runs): `_nms_kernel<Python's extension suffix>`, e.g.
+_nms_kernel.cpython-311-x86_64-linux-gnu.so. When it is missing, or older than its
+source, callers fall back to torchvision's kernel (same answer, slower on the CPU).
 """
 from __future__ import annotations
 
 import ctypes
+import importlib.machinery
 import os
-import subprocess
-import sys
+import warnings
 from typing import Optional
 
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SOURCE = os.path.join(HERE, 'nms_kernel.c')
-LIBRARY = os.path.join(HERE, '_nms_kernel.so')
-CFLAGS = ['-O3', '-ffp-contract=off', '-fno-fast-math', '-shared', '-fPIC', '-std=c99']
+NAME = '_nms_kernel'
 
 _lib = None
 
 
-def build(quiet: bool = True) -> bool:
-    """Compile nms_kernel.c into _nms_kernel.so; True on success."""
-    cc = os.environ.get('CC', 'cc')
-    tmp = LIBRARY + '.%d.tmp' % os.getpid()
-    # Tuned for this machine's vector units when the compiler allows it (the library is
-    # built where it runs); the portable flags give the same answers, a bit slower.
-    for extra in (['-march=native'], []):
-        try:
-            subprocess.run([cc] + CFLAGS + extra + ['-o', tmp, SOURCE], check=True,
-                           stdout=subprocess.DEVNULL if quiet else None,
-                           stderr=subprocess.DEVNULL if quiet else None)
-            os.replace(tmp, LIBRARY)
-            return True
-        except (OSError, subprocess.CalledProcessError):
-            continue
-    return False
+def library_path() -> Optional[str]:
+    """The built kernel next to this file, if any."""
+    for suffix in importlib.machinery.EXTENSION_SUFFIXES + ['.so']:
+        path = os.path.join(HERE, NAME + suffix)
+        if os.path.isfile(path):
+            return path
+    return None
 
 
 def _load():
     global _lib
     if _lib is not None:
         return _lib if _lib else None
-    stale = (not os.path.exists(LIBRARY) or
-             os.path.getmtime(LIBRARY) < os.path.getmtime(SOURCE))
-    if stale and not build():
+    path = library_path()
+    if path is None or os.path.getmtime(path) < os.path.getmtime(SOURCE):
+        if path is not None:
+            warnings.warn('%s is older than nms_kernel.c: rebuild it with `pip install -e .` '
+                          '(make setup); using torchvision\'s NMS meanwhile' % path)
         _lib = False
         return None
     try:
-        lib = ctypes.CDLL(LIBRARY)
+        lib = ctypes.CDLL(path)
     except OSError:
         _lib = False
         return None
@@ -70,7 +63,8 @@ def nms_sorted(boxes: np.ndarray, thresh: float, max_keep: Optional[int] = None)
     """Kept positions of boxes (N, 4) already in visiting order (float32 or float64)."""
     lib = _load()
     if lib is None:
-        raise RuntimeError('the compiled NMS kernel is not available (run `make` to build it)')
+        raise RuntimeError('the compiled NMS kernel is not available (build it with `pip install -e .` '
+                           'or `make setup`)')
     if boxes.dtype not in (np.float32, np.float64):
         boxes = boxes.astype(np.float32)
     boxes = np.ascontiguousarray(boxes[:, :4])
@@ -85,8 +79,3 @@ def nms_sorted(boxes: np.ndarray, thresh: float, max_keep: Optional[int] = None)
         raise MemoryError('NMS kernel could not allocate memory for %d boxes' % n)
     return keep[:got]
 
-
-if __name__ == '__main__':
-    ok = build(quiet=False)
-    print('built %s' % LIBRARY if ok else 'could not build %s' % LIBRARY)
-    sys.exit(0 if ok else 1)

@@ -28,6 +28,14 @@ interpreter exit.
 
 ``OHEMDataLayer`` is importable from here too (it lives in
 :mod:`roi_data_layer.ohem`), because the OHEM prototxts name this module.
+
+Data-parallel training (``caffe.solver_count()`` ranks): every rank draws the same
+permutations, from a generator of its own seeded with cfg.RNG_SEED (the shared seed), and
+walks them in strides: global minibatch k is the k-th run of solver_count x IMS_PER_BATCH
+entries, and rank r takes the r-th IMS_PER_BATCH of it. So each epoch is split into
+disjoint shares, and N ranks see what one process with iter_size N sees. The images' own
+random choices (scales, RoI sampling) use NumPy's global generator, which each rank seeds
+with cfg.RNG_SEED + rank.
 """
 
 from __future__ import annotations
@@ -61,7 +69,7 @@ def _minibatch_fn() -> Callable[[Sequence[Dict[str, Any]], int], Dict[str, np.nd
     return get_minibatch
 
 
-def _shuffled_inds(roidb: Sequence[Dict[str, Any]]) -> np.ndarray:
+def _shuffled_inds(roidb: Sequence[Dict[str, Any]], rng: Any = npr) -> np.ndarray:
     """A random order of the roidb, grouped by aspect when cfg.TRAIN.ASPECT_GROUPING.
 
     Grouping: landscape (width >= height) and portrait images are permuted
@@ -72,7 +80,7 @@ def _shuffled_inds(roidb: Sequence[Dict[str, Any]]) -> np.ndarray:
     """
     n = len(roidb)
     if not cfg.TRAIN.ASPECT_GROUPING:
-        return npr.permutation(np.arange(n))
+        return rng.permutation(np.arange(n))
     try:
         widths = np.array([r['width'] for r in roidb])
         heights = np.array([r['height'] for r in roidb])
@@ -81,12 +89,12 @@ def _shuffled_inds(roidb: Sequence[Dict[str, Any]]) -> np.ndarray:
                        'entry; prepare the roidb with roi_data_layer.roidb.prepare_roidb') \
             from None
     horz = widths >= heights
-    inds = np.hstack((npr.permutation(np.flatnonzero(horz)),
-                      npr.permutation(np.flatnonzero(~horz)))).astype(np.int64)
+    inds = np.hstack((rng.permutation(np.flatnonzero(horz)),
+                      rng.permutation(np.flatnonzero(~horz)))).astype(np.int64)
     k = max(1, int(cfg.TRAIN.IMS_PER_BATCH))
     n_full = (n // k) * k
     groups = inds[:n_full].reshape(-1, k)
-    row_perm = npr.permutation(np.arange(groups.shape[0]))
+    row_perm = rng.permutation(np.arange(groups.shape[0]))
     return np.concatenate((groups[row_perm, :].reshape(-1), inds[n_full:]))
 
 
@@ -96,21 +104,37 @@ class _Cursor:
     A new permutation is drawn when the next minibatch would run past the end
     (the original reshuffled one minibatch early, so the last minibatch of
     every permutation was never used; with a toy roidb that skipped a large
-    share of the images).
+    share of the images). With several ranks the walk takes strides of
+    ranks x IMS_PER_BATCH, of which this rank uses its own part (see the
+    module docstring).
     """
+
+    _rank = 0
+    _count = 1
+    _perm_rng: Any = None     # None: NumPy's global generator (one process)
+
+    def _set_ranks(self, rank: int, count: int, seed: int) -> None:
+        self._rank, self._count = int(rank), int(count)
+        self._perm_rng = np.random.RandomState(seed) if count > 1 else None
 
     def _shuffle_roidb_inds(self) -> None:
         """Randomly permute the training roidb."""
-        self._perm = _shuffled_inds(self._roidb)
+        self._perm = _shuffled_inds(self._roidb, self._perm_rng or npr)
         self._cur = 0
 
     def _get_next_minibatch_inds(self) -> np.ndarray:
         """Return the roidb indices for the next minibatch."""
         ims = int(cfg.TRAIN.IMS_PER_BATCH)
-        if self._cur + ims > len(self._roidb):
+        stride = ims * self._count
+        if stride > len(self._roidb):
+            raise ValueError('the roidb has {} images, fewer than TRAIN.IMS_PER_BATCH ({}) x {} '
+                             'ranks take in one iteration'.format(len(self._roidb), ims,
+                                                                  self._count))
+        if self._cur + stride > len(self._roidb):
             self._shuffle_roidb_inds()
-        db_inds = self._perm[self._cur:self._cur + ims]
-        self._cur += ims
+        start = self._cur + self._rank * ims
+        db_inds = self._perm[start:start + ims]
+        self._cur += stride
         return db_inds
 
 
@@ -134,7 +158,7 @@ class BlobFetcher(_Cursor, multiprocessing.Process):
     """
 
     def __init__(self, queue: Any, roidb: Sequence[Dict[str, Any]], num_classes: int,
-                 seed: Optional[int] = None) -> None:
+                 seed: Optional[int] = None, rank: int = 0, count: int = 1) -> None:
         multiprocessing.Process.__init__(self, name='BlobFetcher', daemon=True)
         self._queue = queue
         self._roidb = roidb
@@ -143,11 +167,13 @@ class BlobFetcher(_Cursor, multiprocessing.Process):
         self._config = cfg_snapshot()
         self._perm = None
         self._cur = 0
+        self._ranks = (int(rank), int(count))
 
     def run(self) -> None:
         cfg_restore(self._config)
         # fix the random seed for reproducibility
         np.random.seed(self._seed)
+        self._set_ranks(self._ranks[0], self._ranks[1], int(cfg.RNG_SEED))
         # Do not reconfigure OpenCV's thread pool here (cv2.setNumThreads): in
         # a forked child that destroys condition variables the parent's pool
         # threads were waiting on, and blocks forever.
@@ -216,18 +242,33 @@ class RoIDataLayer(_Cursor, caffe.Layer):
                                    .format(self.layer_param.name, item.message))
             return item
 
+    @property
+    def num_classes(self) -> int:
+        """The class count of the param_str (background included)."""
+        return self._num_classes
+
     def set_roidb(self, roidb: List[Dict[str, Any]]) -> None:
         """Set the roidb to be used by this layer during training."""
         if len(roidb) == 0:
             raise ValueError("RoIDataLayer '{}': the roidb is empty (did filter_roidb drop "
                              'every image?)'.format(self.layer_param.name))
+        widths = {int(r['gt_overlaps'].shape[1]) for r in roidb if 'gt_overlaps' in r}
+        if widths - {self._num_classes}:
+            raise ValueError("RoIDataLayer '{}': param_str says num_classes {} but the roidb "
+                             'has {} classes (including the background); set num_classes '
+                             '(and num_output of cls_score, 4x of bbox_pred) to the data '
+                             "set's count".format(self.layer_param.name, self._num_classes,
+                                                  ' and '.join(map(str, sorted(widths)))))
         self.stop_prefetch()
         self._roidb = roidb
+        rank, count = caffe.solver_rank(), caffe.solver_count()
+        self._set_ranks(rank, count, int(cfg.RNG_SEED))
         self._shuffle_roidb_inds()
         if cfg.TRAIN.USE_PREFETCH:
             self._blob_queue = multiprocessing.Queue(10)
             self._prefetch_process = BlobFetcher(self._blob_queue, self._roidb,
-                                                 self._num_classes)
+                                                 self._num_classes, seed=cfg.RNG_SEED + rank,
+                                                 rank=rank, count=count)
             self._prefetch_process.start()
             # Terminate the child process when the parent exits
             atexit.register(_terminate, self._prefetch_process)
@@ -265,6 +306,10 @@ class RoIDataLayer(_Cursor, caffe.Layer):
         if not isinstance(params, dict) or 'num_classes' not in params:
             raise NetError("RoIDataLayer '{}': param_str must give num_classes, e.g. "
                            "\"'num_classes': 21\"; got {!r}".format(name, text))
+        unknown = sorted(str(k) for k in params if k != 'num_classes')
+        if unknown:
+            raise NetError("RoIDataLayer '{}': param_str has unknown key(s) {}; the layer reads "
+                           "only 'num_classes'".format(name, ', '.join(map(repr, unknown))))
         num_classes = params['num_classes']
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise NetError("RoIDataLayer '{}': num_classes must be a positive integer, got {!r}"

@@ -23,12 +23,12 @@ order as py-faster-rcnn, so a given ``np.random.seed`` reproduces its batches.
 from __future__ import annotations
 
 import warnings
-from typing import Any, Dict, List, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 import numpy.random as npr
 
+from caffe.image_file import read_image
 from fast_rcnn.config import cfg
 from utils.blob import im_list_to_blob, prep_im_for_blob
 
@@ -242,11 +242,19 @@ def _all_rois(roidb: Dict[str, Any], num_classes: int):
     return labels, overlaps, rois, bbox_targets, bbox_inside_weights
 
 
-def _read_image(path: str) -> np.ndarray:
-    """Read a BGR image with OpenCV; a clear error instead of OpenCV's silent None."""
-    im = cv2.imread(path)
-    if im is None:
-        raise IOError('cannot read image {} (missing, unreadable or not an image)'.format(path))
+def _read_image(path: str, entry: Optional[Dict[str, Any]] = None) -> np.ndarray:
+    """Read a BGR image; an error naming the file when it is missing, truncated or not an
+    image (caffe.image_file), or when its pixels do not have the size the roidb's boxes
+    were checked and flipped against."""
+    im = read_image(path)
+    if entry is not None and 'width' in entry and 'height' in entry and \
+            im.shape[:2] != (int(entry['height']), int(entry['width'])):
+        raise MinibatchError(
+            'image {} decodes to {}x{} (width x height) but its roidb entry says {}x{}, the '
+            'size its boxes were checked and flipped against. Usually an EXIF orientation '
+            'tag: OpenCV rotates the pixels, the header and the annotations do not (save the '
+            'image rotated, without the tag); or the file changed since the roidb was '
+            'made'.format(path, im.shape[1], im.shape[0], entry['width'], entry['height']))
     return im
 
 
@@ -262,7 +270,7 @@ def _get_image_blob(roidb: Sequence[Dict[str, Any]],
         if 'image' not in entry:
             raise MinibatchError('roidb entry {} has no image path; call '
                                  'roi_data_layer.roidb.prepare_roidb first'.format(i))
-        im = _read_image(entry['image'])
+        im = _read_image(entry['image'], entry)
         if entry.get('flipped', False):
             im = im[:, ::-1, :]
         target_size = cfg.TRAIN.SCALES[scale_inds[i]]

@@ -23,6 +23,7 @@ from typing import Any, Dict, List, Sequence, Tuple
 
 import numpy as np
 
+from caffe.image_file import check_complete
 from fast_rcnn.bbox_transform import bbox_transform
 from fast_rcnn.config import cfg
 from utils.cython_bbox import bbox_overlaps
@@ -50,6 +51,9 @@ def _image_size(path: str) -> Tuple[int, int]:
         raise FileNotFoundError('cannot read image {}: no such file'.format(path)) from None
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise OSError('cannot read image {}: {}'.format(path, exc)) from None
+    # A truncated JPEG has a whole header; catch it now rather than when a minibatch
+    # reads it, possibly hours into training (reads the file's last 4 KB).
+    check_complete(path)
     return int(width), int(height)
 
 

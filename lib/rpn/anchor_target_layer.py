@@ -29,7 +29,7 @@ class AnchorTargetLayer(caffe.Layer):
     """See the module docstring."""
 
     def setup(self, bottom, top):
-        self._feat_stride, self._anchors, params = anchor_params(self)
+        self._feat_stride, self._anchors, params = anchor_params(self, ('allowed_border',))
         self._num_anchors = self._anchors.shape[0]
         self._allowed_border = params.get('allowed_border', 0)
         height, width = bottom[0].data.shape[-2:]

@@ -9,11 +9,11 @@ y1, x2, y2 in the scaled image) and ``scores`` (R, 1).
 
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
-import cv2
 import numpy as np
 
+from caffe.image_file import read_image
 from fast_rcnn.config import cfg
 from utils.blob import image_pyramid_blob
 from utils.timer import Timer
@@ -94,16 +94,18 @@ def im_proposals(net: Any, im: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return boxes, scores
 
 
-def imdb_proposals(net: Any, imdb: Any) -> List[np.ndarray]:
-    """Generate RPN proposals on all images in an imdb; one (R, 4) array per image."""
+def imdb_proposals(net: Any, imdb: Any, indices: Optional[Sequence[int]] = None
+                   ) -> List[np.ndarray]:
+    """Generate RPN proposals on all images in an imdb; one (R, 4) array per image.
+
+    With `indices`, only those images get proposals (the others' entries stay empty lists):
+    data-parallel ranks each take their share (caffe.parallel.shard) and gather them.
+    """
     _t = Timer()
     imdb_boxes: List[Any] = [[] for _ in range(imdb.num_images)]
-    for i in range(imdb.num_images):
+    for i in (range(imdb.num_images) if indices is None else indices):
         path = imdb.image_path_at(i)
-        im = cv2.imread(path)
-        if im is None:
-            raise IOError('cannot read image {} (missing, unreadable or not an image)'
-                          .format(path))
+        im = read_image(path)   # errors name the file (missing, truncated, not an image)
         _t.tic()
         imdb_boxes[i], _scores = im_proposals(net, im)
         _t.toc()

@@ -18,7 +18,7 @@ import numpy.random as npr
 import caffe
 from fast_rcnn.bbox_transform import bbox_transform
 from fast_rcnn.config import cfg
-from rpn._params import layer_params
+from rpn._params import layer_label, layer_params
 from utils.cython_bbox import bbox_overlaps
 
 
@@ -26,14 +26,21 @@ class ProposalTargetLayer(caffe.Layer):
     """See the module docstring."""
 
     def setup(self, bottom, top):
-        params = layer_params(self)
-        if 'num_classes' not in params:
-            raise ValueError("ProposalTargetLayer: param_str needs 'num_classes'")
-        self._num_classes = int(params['num_classes'])
+        params = layer_params(self, ('num_classes',))
+        k = params.get('num_classes')
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError("%s: param_str needs 'num_classes', a positive integer (e.g. "
+                             "\"'num_classes': 21\"), got %r" % (layer_label(self), k))
+        self._num_classes = k
         top[0].reshape(1, 5)
         top[1].reshape(1, 1)
         for t in top[2:5]:
             t.reshape(1, self._num_classes * 4)
+
+    @property
+    def num_classes(self) -> int:
+        """The class count of the param_str (background included)."""
+        return self._num_classes
 
     def forward(self, bottom, top):
         all_rois = np.asarray(bottom[0].data, dtype=np.float64).reshape(-1, 5)

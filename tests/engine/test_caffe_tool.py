@@ -62,15 +62,7 @@ SOLVER = ('net: "net.prototxt" base_lr: 0.05 momentum: 0.9 weight_decay: 0.001 l
           'gamma: 0.7 stepsize: 7 max_iter: %d snapshot: 5 snapshot_prefix: "%s" display: 1 '
           'random_seed: 11 solver_mode: CPU')
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture
@@ -86,17 +78,8 @@ def weights_of(path):
     return {(l.name, i): np.array(b.data, np.float32) for l in m.layer for i, b in enumerate(l.blobs)}
 
 
-@pytest.fixture
-def one_thread():
-    """Same float summation order in this process as in the OMP_NUM_THREADS=1 child."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
-def test_sigkill_and_resume_follow_the_uninterrupted_trajectory(workdir, one_thread):
+def test_sigkill_and_resume_follow_the_uninterrupted_trajectory(workdir, one_torch_thread):
+    # one_torch_thread: the same float summation order here as in the OMP_NUM_THREADS=1 child.
     max_iter = 30
     (workdir / 'net.prototxt').write_text(NET % '0.03')
     (workdir / 'full.prototxt').write_text(SOLVER % (max_iter, 'full/s'))
@@ -196,3 +179,31 @@ def test_console_script_runs_the_engine(workdir):
                          env=dict(os.environ, GLOG_minloglevel='0', OMP_NUM_THREADS='1'))
     assert out.returncode == 0, out.stderr
     assert 'Querying GPUs' in out.stderr
+
+
+def test_flags_are_caffes_gflags(workdir, capfd, monkeypatch):
+    """The command parses its flags as Caffe's other tools do (caffe/cli.py): an unknown flag
+    or a wrong argument count ends with gflags' message and status 1; -level reaches the
+    solver's train_state only when given (the solver file's stays otherwise)."""
+    assert main(['train', '--bogus=1']) == 1
+    assert "ERROR: unknown command line flag 'bogus'" in capfd.readouterr().err
+    assert main(['train', 'test']) == 1
+    err = capfd.readouterr().err
+    assert 'usage: caffe <command> <args>' in err and '-sighup_effect' in err
+    assert main(['test', '-iterations=x']) == 1
+    assert "illegal value 'x' specified for int32 flag 'iterations'" in capfd.readouterr().err
+
+    from caffe import solvers
+    from caffe.cli import Fatal
+    levels = []
+
+    def create_solver(param, path):
+        levels.append(param.train_state.level)
+        raise Fatal('stop here')
+    monkeypatch.setattr(solvers, 'create_solver', create_solver)
+    (workdir / 'net.prototxt').write_text(NET % '0')
+    (workdir / 'solver.prototxt').write_text(SOLVER % (2, 'l/a') + ' train_state { level: 3 }')
+    assert main(['train', '-solver', 'solver.prototxt']) == 1
+    assert main(['train', '-solver', 'solver.prototxt', '-level', '-2']) == 1
+    assert levels == [3, -2]
+    assert 'stop here' in capfd.readouterr().err

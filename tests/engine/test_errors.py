@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import caffe
-from caffe import protoio, weights
+from caffe import weights
 from caffe.errors import LayerError, NetError, ParseError, ShapeError
 
 BASE = 'input: "x" input_shape { dim: 2 dim: 3 }\n'
@@ -251,7 +251,7 @@ def test_a_failed_save_leaves_the_old_file(tmp_path, saved, monkeypatch):
 
     def broken_fsync(fd):
         raise OSError(28, 'No space left on device')
-    monkeypatch.setattr(protoio.os, 'fsync', broken_fsync)
+    monkeypatch.setattr(os, 'fsync', broken_fsync)
     with pytest.raises(OSError, match='No space left'):
         net.save(path)
     assert open(path, 'rb').read() == old

@@ -12,7 +12,6 @@ import torch
 from google.protobuf import text_format
 
 import caffe
-from caffe.layers import db_data
 
 R = np.random.RandomState(11)
 IMGS = R.randint(0, 256, (5, 3, 6, 8)).astype(np.uint8)  # 5 records, C x H x W = 3 x 6 x 8
@@ -254,14 +253,20 @@ def test_rand_skip_and_data_parallel_skip(raw_db, monkeypatch):
     np.testing.assert_array_equal(net.blobs['label'].data, [LABELS[i] for i in (2, 3, 4)])
     monkeypatch.undo()
     # Solver 1 of 2 takes every other record of the endless stream in TRAIN ...
-    monkeypatch.setattr(db_data, '_solver_rank_count', lambda: (1, 2))
-    net = data_net(raw_db, batch_size=5, phase=caffe.TRAIN)
-    net.forward()
-    np.testing.assert_array_equal(net.blobs['label'].data, [LABELS[i] for i in (1, 3, 0, 2, 4)])
-    # ... but every record in TEST, where only one solver runs.
-    net = data_net(raw_db, batch_size=5)
-    net.forward()
-    np.testing.assert_array_equal(net.blobs['label'].data, LABELS)
+    caffe.set_solver_count(2)
+    caffe.set_solver_rank(1)
+    try:
+        net = data_net(raw_db, batch_size=5, phase=caffe.TRAIN)
+        net.forward()
+        np.testing.assert_array_equal(net.blobs['label'].data,
+                                      [LABELS[i] for i in (1, 3, 0, 2, 4)])
+        # ... but every record in TEST, where only one solver runs.
+        net = data_net(raw_db, batch_size=5)
+        net.forward()
+        np.testing.assert_array_equal(net.blobs['label'].data, LABELS)
+    finally:
+        caffe.set_solver_count(1)
+        caffe.set_solver_rank(0)
 
 
 # ---- Data: errors ------------------------------------------------------------------------------
@@ -296,6 +301,29 @@ def test_user_errors_name_the_layer(raw_db, mean_file, tmp_path, monkeypatch):
     with pytest.raises(caffe.NetError, match="(?s)'d'.*plyvel.*LMDB.*looks like an LMDB"):
         make_net('layer { name: "d" type: "Data" top: "x" data_param { source: "%s" '
                  'batch_size: 1 } }' % raw_db)
+
+
+def test_a_record_of_the_wrong_size_is_named_by_its_key(tmp_path):
+    bad = caffe.io.array_to_datum(IMGS[0], 1)
+    bad.height = 5                     # 3 x 5 x 8 = 120 but the record holds 144 bytes
+    src = write_lmdb(tmp_path / 'bad', [caffe.io.array_to_datum(IMGS[1], 2), bad])
+    net = data_net(src, batch_size=2)
+    with pytest.raises(caffe.LayerError, match="'d' \\(Data\\): record '00000001_x' holds 144 "
+                       "values but channels x height x width = 3x5x8"):
+        net.forward()
+
+
+def test_a_database_read_by_a_net_is_read_by_the_tools_in_the_same_process(raw_db, tmp_path):
+    """One read-only environment per LMDB per process (caffe/db.py), shared by the Data layer
+    and compute_image_mean: py-lmdb refuses to open one path twice in a process."""
+    from caffe.tools import compute_image_mean
+    net = data_net(raw_db)
+    out = tmp_path / 'mean.binaryproto'
+    assert compute_image_mean.main([raw_db, str(out)]) == 0
+    mean = caffe.io.blobproto_to_array(caffe.io.caffe_pb2.BlobProto.FromString(out.read_bytes()))
+    np.testing.assert_allclose(mean[0], IMGS.astype(np.float32).mean(0), rtol=1e-6)
+    net.forward()          # the net's reading is not disturbed by the tool closing its handle
+    np.testing.assert_array_equal(net.blobs['label'].data, LABELS[:2])
 
 
 def test_prefetch_thread_ends_with_the_net(raw_db):

@@ -7,21 +7,9 @@ import caffe
 from caffe import protoio
 from caffe.proto import caffe_pb2
 
-from gradcheck import check_net_gradients
+from gradcheck import check_net_gradients, forward_net as make_net
 
 R = np.random.RandomState(7)
-
-
-def make_net(text, inputs, phase=caffe.TRAIN, dtype=torch.float64):
-    """Build a net from prototxt text, fill its inputs and run forward."""
-    param = protoio.parse_text(text, caffe_pb2.NetParameter())
-    with caffe.precision(dtype):
-        net = caffe.Net(param, phase)
-        for k, v in inputs.items():
-            net.blobs[k].reshape(*np.shape(v))
-            net.blobs[k].data[...] = v
-        net.forward()
-    return net
 
 
 def one_layer(layer, shape, extra=''):

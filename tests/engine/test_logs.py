@@ -24,17 +24,8 @@ import parse_log  # noqa: E402
 GLOG = re.compile(r'^([IWEF])(\d{4}|\d{8}) (\d\d:\d\d:\d\d\.\d{6}) +(\d+) ([\w.]+:\d+)\] (.*)$')
 TAGS = ('solver.cpp', 'sgd_solver.cpp', 'caffe.cpp')
 
-pytestmark = pytest.mark.skipif(not os.path.isdir(SHARED), reason='shared conformance logs absent')
-
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = [pytest.mark.skipif(not os.path.isdir(SHARED), reason='shared conformance logs absent'),
+              pytest.mark.usefixtures('one_torch_thread')]
 
 
 def solver_lines(text):
@@ -139,3 +130,34 @@ def test_plot_training_log_writes_a_png(our_log, tmp_path):
     data = open(png, 'rb').read()
     assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 10000
     assert plot['learning_rates'](log)[:3] == [(0, 0.05), (2, 0.05), (4, 0.025)]
+
+
+def _table(path):
+    lines = open(path).read().splitlines()
+    return lines[0], [l.split() for l in lines[1:]]
+
+
+def test_parse_log_sh_tables(our_log, tmp_path, monkeypatch):
+    """tools/extra/parse_log.sh on Caffe's own log and on ours: the .train and .test tables
+    hold what the log's lines say, row for row."""
+    import subprocess
+    ours = our_log()
+    out = tmp_path / 'tables'
+    out.mkdir()
+    for log in (os.path.join(SHARED, 'caffe-fast-rcnn_train.log'), ours):
+        env = dict(os.environ, CAFFE_PYTHON=sys.executable)
+        subprocess.run([os.path.join(EXTRA, 'parse_log.sh'), log], cwd=str(out), env=env, check=True)
+        text = open(log).read()
+        losses = re.findall(r'Iteration (\d+), loss = (\S+)', text)
+        rates = re.findall(r'Iteration \d+, lr = (\S+)', text)
+        head, rows = _table(out / (os.path.basename(log) + '.train'))
+        assert head == '#Iters Seconds TrainingLoss LearningRate'
+        assert [(r[0], r[2]) for r in rows] == losses and len(losses) == 6
+        assert [r[3] for r in rows[:len(rates)]] == rates
+        seconds = [float(r[1]) for r in rows]
+        assert seconds == sorted(seconds) and 0 <= seconds[0] < 60
+        head, rows = _table(out / (os.path.basename(log) + '.test'))
+        assert head == '#Iters Seconds TestAccuracy TestLoss'
+        tests = re.findall(r'Iteration (\d+), Testing net', text)
+        outputs = re.findall(r'Test net output #0: \S+ = (\S+)', text)
+        assert [(r[0], r[2]) for r in rows] == list(zip(tests, outputs)) and len(tests) == 3

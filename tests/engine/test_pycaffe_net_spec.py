@@ -212,3 +212,139 @@ def test_top_update_changes_parameters():
     layer = ip.to_proto().layer[1]
     assert layer.inner_product_param.num_output == 5
     assert not layer.inner_product_param.bias_term
+
+
+# ---- what SSD's net_spec adds, and SSD/RefineDet scripts rely on -------------------------------
+
+def test_netspec_update_changes_the_layer_behind_a_named_top():
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 3, 8, 8]))
+    n.conv = L.Convolution(n.data, num_output=2, kernel_size=3, pad=2)
+    n.update('conv', {'dilation': 2, 'param': [dict(lr_mult=0)]})
+    n.relu = L.ReLU(n.conv, in_place=True)
+    n.silence = L.Silence(n.relu, ntop=0)
+    n.update('silence', {'exclude': dict(phase=caffe.TEST)})
+    proto = n.to_proto()
+    assert list(proto.layer[1].convolution_param.dilation) == [2]
+    assert proto.layer[1].param[0].lr_mult == 0
+    assert proto.layer[3].exclude[0].phase == caffe_pb2.TEST
+    with pytest.raises(KeyError, match='nope'):
+        n.update('nope', {'num_output': 1})
+
+
+def test_deconvolution_and_im2col_read_convolution_param(tmp_path):
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[1, 4, 5, 5]))
+    n.up = L.Deconvolution(n.data, num_output=4, kernel_size=2, stride=2, pad=0, group=2,
+                           bias_term=False, weight_filler=dict(type='bilinear'))
+    n.cols = L.Im2col(n.data, kernel_size=3)
+    proto = n.to_proto()
+    cp = proto.layer[1].convolution_param
+    assert (cp.num_output, list(cp.kernel_size), list(cp.stride), cp.group, cp.bias_term) == \
+        (4, [2], [2], 2, False)
+    assert cp.weight_filler.type == 'bilinear'
+    assert list(proto.layer[2].convolution_param.kernel_size) == [3]
+    net = load_net(proto, tmp_path)
+    assert net.blobs['up'].data.shape == (1, 4, 10, 10)
+
+
+def test_silence_never_has_tops():
+    n = caffe.NetSpec()
+    n.data = L.Input(shape=dict(dim=[2]))
+    n.silence = L.Silence(n.data)  # without ntop=0, as SSD's scripts may write it
+    layer = n.to_proto().layer[1]
+    assert layer.name == 'silence' and list(layer.bottom) == ['data'] and not layer.top
+
+
+def test_python2_integral_floats_in_integer_fields():
+    data = L.Input(shape=dict(dim=[1, 3, 9, 9]))
+    conv = L.Convolution(data, num_output=8 / 2, kernel_size=3, pad=(3 + 2 * 2 - 1) / 2,
+                         dilation=[3.0])
+    cp = conv.to_proto().layer[1].convolution_param
+    assert cp.num_output == 4 and list(cp.pad) == [3] and list(cp.dilation) == [3]
+    assert isinstance(cp.num_output, int)
+    with pytest.raises(TypeError, match=r'ConvolutionParameter\.pad is an integer field: got 1\.5'):
+        caffe.to_proto(L.Convolution(data, num_output=2, kernel_size=3, pad=1.5))
+    # Float fields keep their floats.
+    assert caffe.to_proto(L.Power(data, power=1.5)).layer[1].power_param.power == 1.5
+
+
+def test_ssd_data_layer_nested_and_repeated_messages():
+    """The AnnotatedData layer as SSD's CreateAnnotatedDataLayer writes it: nested messages in
+    transform_param, repeated enums, repeated batch_sampler messages (one with an empty
+    sampler), include as a dict, the layer named by `name=`."""
+    transform = {
+        'mirror': True, 'mean_value': [104, 117, 123], 'force_color': True,
+        'resize_param': {'prob': 1, 'resize_mode': P.Resize.WARP, 'height': 32, 'width': 48,
+                         'interp_mode': [P.Resize.LINEAR, P.Resize.AREA, P.Resize.LANCZOS4]},
+        'distort_param': {'brightness_prob': 0.5, 'brightness_delta': 32, 'hue_delta': 18},
+        'expand_param': {'prob': 0.5, 'max_expand_ratio': 4.0},
+        'emit_constraint': {'emit_type': caffe_pb2.EmitConstraint.CENTER},
+    }
+    sampler = [{'sampler': {}, 'max_trials': 1, 'max_sample': 1},
+               {'sampler': {'min_scale': 0.3, 'max_aspect_ratio': 2.0},
+                'sample_constraint': {'min_jaccard_overlap': 0.7}, 'max_trials': 50,
+                'max_sample': 1}]
+    n = caffe.NetSpec()
+    n.data, n.label = L.AnnotatedData(
+        name='data', annotated_data_param={'label_map_file': 'labelmap.prototxt',
+                                           'batch_sampler': sampler},
+        data_param=dict(batch_size=4, backend=P.Data.LMDB, source='db'), ntop=2,
+        include=dict(phase=caffe_pb2.Phase.Value('TRAIN')), transform_param=transform)
+    n.priors = L.Input(shape=dict(dim=[1, 2, 8]))
+    n.loss = L.MultiBoxLoss(n.data, n.data, n.priors, n.label,
+                            multibox_loss_param={'loc_loss_type': P.MultiBoxLoss.SMOOTH_L1,
+                                                 'match_type': P.MultiBoxLoss.PER_PREDICTION,
+                                                 'num_classes': 21, 'neg_pos_ratio': 3.,
+                                                 'code_type': P.PriorBox.CENTER_SIZE},
+                            loss_param={'normalization': P.Loss.VALID},
+                            propagate_down=[True, True, False, False])
+    n.det = L.DetectionOutput(n.data, n.data, n.priors,
+                              detection_output_param={'num_classes': 21, 'keep_top_k': 200,
+                                                      'nms_param': {'nms_threshold': 0.45,
+                                                                    'top_k': 400}},
+                              include=dict(phase=caffe_pb2.Phase.Value('TEST')))
+    proto = n.to_proto()
+    from google.protobuf import text_format
+    again = text_format.Parse(str(proto), caffe_pb2.NetParameter())
+    assert again == proto
+    data = again.layer[0]
+    assert data.name == 'data' and data.type == 'AnnotatedData'
+    assert list(data.top) == ['data', 'label'] and data.include[0].phase == caffe_pb2.TRAIN
+    tp = data.transform_param
+    assert tp.mirror and tp.force_color and list(tp.mean_value) == [104, 117, 123]
+    assert tp.resize_param.resize_mode == caffe_pb2.ResizeParameter.WARP
+    assert list(tp.resize_param.interp_mode) == [caffe_pb2.ResizeParameter.LINEAR,
+                                                 caffe_pb2.ResizeParameter.AREA,
+                                                 caffe_pb2.ResizeParameter.LANCZOS4]
+    assert (tp.resize_param.height, tp.resize_param.width) == (32, 48)
+    assert tp.distort_param.brightness_delta == 32 and tp.expand_param.max_expand_ratio == 4
+    assert tp.emit_constraint.emit_type == caffe_pb2.EmitConstraint.CENTER
+    ap = data.annotated_data_param
+    assert ap.label_map_file == 'labelmap.prototxt' and len(ap.batch_sampler) == 2
+    assert ap.batch_sampler[0].max_trials == 1
+    assert ap.batch_sampler[1].sampler.min_scale == pytest.approx(0.3)
+    assert ap.batch_sampler[1].sample_constraint.min_jaccard_overlap == pytest.approx(0.7)
+    assert (data.data_param.batch_size, data.data_param.source) == (4, 'db')
+    loss = again.layer[2]
+    assert list(loss.propagate_down) == [True, True, False, False]
+    assert loss.multibox_loss_param.match_type == caffe_pb2.MultiBoxLossParameter.PER_PREDICTION
+    assert loss.multibox_loss_param.code_type == caffe_pb2.PriorBoxParameter.CENTER_SIZE
+    assert loss.loss_param.normalization == caffe_pb2.LossParameter.VALID
+    det = again.layer[3].detection_output_param
+    assert det.nms_param.top_k == 400 and det.nms_param.nms_threshold == pytest.approx(0.45)
+
+
+def test_caffe_params_is_importable_as_a_module():
+    import importlib
+    mod = importlib.import_module('caffe.params')
+    assert mod is caffe.params is P
+    from caffe.params import Resize, MultiBoxLoss  # noqa: F401
+    assert Resize.WARP == caffe_pb2.ResizeParameter.WARP
+    assert MultiBoxLoss.SMOOTH_L1 == caffe_pb2.MultiBoxLossParameter.SMOOTH_L1
+    assert P.PriorBox.CENTER_SIZE == caffe_pb2.PriorBoxParameter.CENTER_SIZE
+    assert P.Loss.VALID == caffe_pb2.LossParameter.VALID
+    assert P.Solver.GPU == caffe_pb2.SolverParameter.GPU
+    assert 'Normalize' in dir(P) and 'MultiBoxLoss' in dir(P)
+    with pytest.raises(AttributeError, match='NoSuchParameter'):
+        P.NoSuch

@@ -49,15 +49,7 @@ class FixedBatches(caffe.Layer):
         self.count += 1
 '''
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 @pytest.fixture(autouse=True)

@@ -50,15 +50,7 @@ class Feed(caffe.Layer):
         self.count += 1
 '''
 
-
-@pytest.fixture(autouse=True, scope='module')
-def _one_thread():
-    """Tiny nets: one thread avoids OpenMP hand-offs that dominate on a busy machine."""
-    import torch
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures('one_torch_thread')
 
 
 def net(dim=8, hidden=5, nan_at=-1):
@@ -157,6 +149,22 @@ def test_nan_loss_stops_training_and_keeps_the_last_good_snapshot(workdir):
     for layer in m.layer:
         for b in layer.blobs:
             assert np.all(np.isfinite(np.array(b.data)))
+
+
+def test_a_nonfinite_loss_of_other_ranks_names_them(workdir):
+    """In data-parallel training the ranks agree on whose loss went non-finite: the error
+    names them, and the loss blob only when this rank's own blob is the bad one."""
+    s = solver('base_lr: 0.1 lr_policy: "fixed"')
+    s.net.forward()
+    with pytest.raises(TrainingDivergedError) as err:
+        s._diverged(float('nan'), [1, 3])
+    assert 'Iteration 0: the loss of ranks 1, 3 is nan' in str(err.value)
+    assert err.value.blob is None
+    s.net.blobs['loss'].data[...] = np.inf
+    with pytest.raises(TrainingDivergedError) as err:
+        s._diverged(float('inf'), [0])
+    assert "Iteration 0: loss blob 'loss' of rank 0 is inf" in str(err.value)
+    assert err.value.blob == 'loss'
 
 
 def test_nonfinite_weights_are_never_snapshotted(workdir):

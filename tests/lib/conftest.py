@@ -62,6 +62,27 @@ def write_voc(devkit, year, images, splits):
 
 
 @pytest.fixture
+def tiny_cfg(tmp_path):
+    """cfg for the tiny nets and images (80-pixel scales, one image, 8 RoIs per batch),
+    outputs below tmp_path, a fixed seed; everything restored after."""
+    import caffe
+    from fast_rcnn.config import cfg, cfg_restore, cfg_snapshot
+    saved = cfg_snapshot()
+    cfg.ROOT_DIR = str(tmp_path)          # get_output_dir writes below ROOT_DIR/output
+    cfg.TEST.SCALES = (80,)
+    cfg.TEST.MAX_SIZE = 200
+    cfg.TRAIN.SCALES = (80,)
+    cfg.TRAIN.MAX_SIZE = 200
+    cfg.TRAIN.IMS_PER_BATCH = 1
+    cfg.TRAIN.BATCH_SIZE = 8
+    caffe.set_random_seed(1)
+    try:
+        yield cfg
+    finally:
+        cfg_restore(saved)
+
+
+@pytest.fixture
 def voc_writer():
     """The write_voc helper, as a fixture (test modules cannot import conftest)."""
     return write_voc

@@ -15,7 +15,7 @@ def _dets(rng, n, dtype, spread=300):
 
 
 def test_kernel_is_built():
-    assert compiled.available(), 'run `make` (or python lib/nms/compiled.py) to build it'
+    assert compiled.available(), 'build it with `pip install -e .` (make setup)'
 
 
 @pytest.mark.parametrize('dtype', [np.float32, np.float64])

@@ -10,46 +10,15 @@ import pytest
 import caffe
 from fast_rcnn import test as frtest
 from fast_rcnn.bbox_transform import bbox_transform_inv, clip_boxes
-from fast_rcnn.config import cfg, cfg_restore, cfg_snapshot
+from fast_rcnn.config import cfg
 from fast_rcnn.train import SolverWrapper, train_net
 from roi_data_layer import roidb as rdl_roidb
 from roi_fixtures import BOXES_0, BOXES_1, NUM_CLASSES, ToyImdb, write_image
 from rpn import generate
+from tiny_nets import fast_rcnn_train_net, ip, rois_head_net, write_text as _write
 
 K = NUM_CLASSES
-
-
-@pytest.fixture(autouse=True)
-def _cfg(tmp_path):
-    saved = cfg_snapshot()
-    cfg.ROOT_DIR = str(tmp_path)          # get_output_dir writes below ROOT_DIR/output
-    cfg.TEST.SCALES = (80,)
-    cfg.TEST.MAX_SIZE = 200
-    cfg.TRAIN.SCALES = (80,)
-    cfg.TRAIN.MAX_SIZE = 200
-    cfg.TRAIN.IMS_PER_BATCH = 1
-    cfg.TRAIN.BATCH_SIZE = 8
-    caffe.set_random_seed(1)
-    yield
-    cfg_restore(saved)
-
-
-def _write(tmp_path, name, text):
-    path = tmp_path / name
-    path.write_text(text)
-    return str(path)
-
-
-IP = ("layer {{ name: '{name}' type: 'InnerProduct' bottom: '{bottom}' top: '{name}'\n"
-      "  inner_product_param {{ num_output: {n} weight_filler {{ type: 'gaussian' std: 0.01 }} }} }}\n")
-
-ROIS_HEAD_NET = (
-    "name: 'rois_head'\n"
-    "input: 'data' input_shape { dim: 1 dim: 3 dim: 8 dim: 8 }\n"
-    "input: 'rois' input_shape { dim: 1 dim: 5 }\n"
-    "layer { name: 'silence' type: 'Silence' bottom: 'data' }\n"
-    + IP.format(name='cls_score', bottom='rois', n=K) + IP.format(name='bbox_pred', bottom='rois', n=4 * K)
-    + "layer { name: 'cls_prob' type: 'Softmax' bottom: 'cls_score' top: 'cls_prob' }\n")
+pytestmark = pytest.mark.usefixtures('tiny_cfg')
 
 POOL_NET = (
     "name: 'pool_head'\n"
@@ -60,7 +29,7 @@ POOL_NET = (
     "                      weight_filler { type: 'gaussian' std: 0.01 } } }\n"
     "layer { name: 'pool' type: 'ROIPooling' bottom: 'conv' bottom: 'rois' top: 'pool'\n"
     "  roi_pooling_param { pooled_w: 2 pooled_h: 2 spatial_scale: 1.0 } }\n"
-    + IP.format(name='cls_score', bottom='pool', n=K) + IP.format(name='bbox_pred', bottom='pool', n=4 * K)
+    + ip('cls_score', 'pool', K) + ip('bbox_pred', 'pool', 4 * K)
     + "layer { name: 'cls_prob' type: 'Softmax' bottom: 'cls_score' top: 'cls_prob' }\n")
 
 
@@ -72,7 +41,7 @@ def _softmax(x):
 # ---- im_detect ------------------------------------------------------------------------------
 
 def _rois_head(tmp_path, bbox_std=0.05):
-    net = caffe.Net(_write(tmp_path, 'rois_head.prototxt', ROIS_HEAD_NET), caffe.TEST)
+    net = caffe.Net(_write(tmp_path, 'rois_head.prototxt', rois_head_net()), caffe.TEST)
     rng = np.random.RandomState(0)
     net.params['cls_score'][0].data[...] = rng.randn(K, 5) * 0.05
     net.params['cls_score'][1].data[...] = rng.randn(K)
@@ -186,8 +155,7 @@ def _rpn_net(tmp_path, monkeypatch, tops="top: 'rois'", head=True):
             "layer { name: 'proposal' type: 'Python' bottom: 'im_info' %s\n"
             "  python_param { module: 'fixed_rois_layer' layer: 'FixedRois' } }\n" % tops)
     if head:
-        text += (IP.format(name='cls_score', bottom='rois', n=K)
-                 + IP.format(name='bbox_pred', bottom='rois', n=4 * K)
+        text += (ip('cls_score', 'rois', K) + ip('bbox_pred', 'rois', 4 * K)
                  + "layer { name: 'cls_prob' type: 'Softmax' bottom: 'cls_score' top: 'cls_prob' }\n")
     return caffe.Net(_write(tmp_path, 'rpn_like.prototxt', text), caffe.TEST)
 
@@ -266,21 +234,6 @@ def test_vis_detections_renders_off_screen(tmp_path):
 
 # ---- SolverWrapper / train_net ----------------------------------------------------------
 
-TRAIN_NET = (
-    "name: 'tiny_fast_rcnn'\n"
-    "layer { name: 'input-data' type: 'Python' top: 'data' top: 'rois' top: 'labels'\n"
-    "  top: 'bbox_targets' top: 'bbox_inside_weights' top: 'bbox_outside_weights'\n"
-    "  python_param { module: 'roi_data_layer.layer' layer: 'RoIDataLayer'\n"
-    "                 param_str: \"'num_classes': 3\" } }\n"
-    "layer { name: 'silence' type: 'Silence' bottom: 'data' }\n"
-    + IP.format(name='cls_score', bottom='rois', n=K).replace('0.01', '0.0001')
-    + IP.format(name='bbox_pred', bottom='rois', n=4 * K).replace('0.01', '0.0001')
-    + "layer { name: 'loss_cls' type: 'SoftmaxWithLoss' bottom: 'cls_score' bottom: 'labels'\n"
-      "  top: 'loss_cls' }\n"
-      "layer { name: 'loss_bbox' type: 'SmoothL1Loss' bottom: 'bbox_pred' bottom: 'bbox_targets'\n"
-      "  bottom: 'bbox_inside_weights' bottom: 'bbox_outside_weights' top: 'loss_bbox'\n"
-      "  loss_weight: 1 }\n")
-
 SOLVER = ('train_net: "{net}"\nbase_lr: 0.00001\nlr_policy: "fixed"\nmomentum: 0.9\n'
           'weight_decay: 0.0005\ndisplay: 1\nsnapshot: 0\nsnapshot_prefix: "tiny_fast_rcnn"\n')
 
@@ -289,7 +242,7 @@ SOLVER = ('train_net: "{net}"\nbase_lr: 0.00001\nlr_policy: "fixed"\nmomentum: 0
 def training(tmp_path):
     db = ToyImdb(tmp_path)
     rdl_roidb.prepare_roidb(db)
-    net_path = _write(tmp_path, 'train.prototxt', TRAIN_NET)
+    net_path = _write(tmp_path, 'train.prototxt', fast_rcnn_train_net(std=0.0001))
     solver = _write(tmp_path, 'solver.prototxt', SOLVER.format(net=net_path))
     return db.roidb, net_path, solver, str(tmp_path / 'out')
 
@@ -351,7 +304,7 @@ def test_rpn_training_uses_the_fixed_statistics(training, tmp_path):
             "  python_param { module: 'roi_data_layer.layer' layer: 'RoIDataLayer'\n"
             "                 param_str: \"'num_classes': 3\" } }\n"
             "layer { name: 'silence' type: 'Silence' bottom: 'data' bottom: 'gt_boxes' }\n"
-            + IP.format(name='bbox_pred', bottom='im_info', n=4 * K))
+            + ip('bbox_pred', 'im_info', 4 * K))
     net_path = _write(tmp_path, 'rpn_train.prototxt', text)
     solver = _write(tmp_path, 'rpn_solver.prototxt', SOLVER.format(net=net_path))
     sw = SolverWrapper(solver, roidb, out_dir)

@@ -115,6 +115,10 @@ class Blob:
         self._device = device or _config.device()
         self._data = _Synced(torch.zeros(tuple(shape), dtype=self._dtype, device=self._device))
         self._diff: Optional[_Synced] = None
+        # Bumped whenever Python is handed the value array (it may write into it): the net
+        # compares it with what a layer's forward saw to know whether backward can reuse
+        # that forward's state (see Net._stale).
+        self.data_version = 0
 
     # ---- shape -----------------------------------------------------------------------
     @property
@@ -156,6 +160,7 @@ class Blob:
     # ---- NumPy views for Python code ----------------------------------------------------
     @property
     def data(self) -> np.ndarray:
+        self.data_version += 1
         return self._data.numpy()
 
     @data.setter

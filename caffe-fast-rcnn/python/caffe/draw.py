@@ -19,6 +19,7 @@ from typing import Dict, Optional, Tuple
 
 import pydot
 
+from . import atomic_files
 from .proto import caffe_pb2
 
 __all__ = ['get_pydot_graph', 'draw_net', 'draw_net_to_file', 'get_layer_label',
@@ -174,5 +175,4 @@ def draw_net_to_file(caffe_net: caffe_pb2.NetParameter, filename: str, rankdir: 
     filename = str(filename)
     ext = filename[filename.rfind('.') + 1:]
     image = draw_net(caffe_net, rankdir, ext, phase, display_lrm)
-    with open(filename, 'wb') as fid:
-        fid.write(image)
+    atomic_files.write_bytes(filename, image)

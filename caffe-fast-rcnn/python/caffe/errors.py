@@ -33,3 +33,8 @@ class LayerError(CaffeError, RuntimeError):
     Also a RuntimeError: pycaffe surfaces any exception from a layer (a Python layer's
     included) as RuntimeError, and scripts catch it as such.
     """
+
+
+class ImageError(CaffeError, OSError):
+    """An image file (or encoded image) that cannot be used: missing, unreadable,
+    truncated or not an image. An OSError too, as OpenCV/PIL read failures are."""

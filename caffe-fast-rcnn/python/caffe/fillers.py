@@ -36,10 +36,15 @@ def _variance_n(t: torch.Tensor, p: caffe_pb2.FillerParameter) -> float:
     fan_in, fan_out = _fans(t)
     norm = caffe_pb2.FillerParameter
     if p.variance_norm == norm.AVERAGE:
-        return (fan_in + fan_out) / 2.0
-    if p.variance_norm == norm.FAN_OUT:
-        return float(fan_out)
-    return float(fan_in)
+        n = (fan_in + fan_out) / 2.0
+    elif p.variance_norm == norm.FAN_OUT:
+        n = float(fan_out)
+    else:
+        n = float(fan_in)
+    if n <= 0:
+        raise NetError('the %s filler needs a blob with inputs and outputs, got shape %s'
+                       % (p.type, tuple(t.shape)))
+    return n
 
 
 @_filler('constant')
@@ -49,11 +54,15 @@ def _constant(t, p, gen):
 
 @_filler('uniform')
 def _uniform(t, p, gen):
+    if p.min > p.max:
+        raise NetError('the uniform filler needs min <= max, got min %g, max %g' % (p.min, p.max))
     t.uniform_(p.min, p.max, generator=gen)
 
 
 @_filler('gaussian')
 def _gaussian(t, p, gen):
+    if p.std < 0:
+        raise NetError('the gaussian filler needs std >= 0, got %g' % p.std)
     t.normal_(p.mean, p.std, generator=gen)
     if p.sparse >= 0:
         # Keep each weight with probability sparse / num_outputs, as Caffe does.
@@ -66,6 +75,8 @@ def _gaussian(t, p, gen):
 @_filler('positive_unitball')
 def _positive_unitball(t, p, gen):
     t.uniform_(0, 1, generator=gen)
+    if not t.numel():
+        return
     rows = t.view(t.shape[0], -1) if t.dim() else t.view(1, -1)
     rows.div_(rows.sum(dim=1, keepdim=True))
 

@@ -20,6 +20,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from .errors import ImageError
 from .proto import caffe_pb2
 from .weights import blob_to_proto
 
@@ -122,10 +123,10 @@ def datum_to_array(datum: caffe_pb2.Datum) -> np.ndarray:
     """
     if datum.encoded:
         import cv2
+        from .image_file import decode_image
         flag = cv2.IMREAD_COLOR if datum.channels != 1 else cv2.IMREAD_GRAYSCALE
-        img = cv2.imdecode(np.frombuffer(datum.data, dtype=np.uint8), flag)
-        if img is None:
-            raise ValueError('datum_to_array: cannot decode the encoded Datum image')
+        img = decode_image(np.frombuffer(datum.data, dtype=np.uint8), flag,
+                           'in an encoded Datum (datum_to_array)')
         if img.ndim == 2:
             img = img[:, :, np.newaxis]
         return np.ascontiguousarray(img.transpose(2, 0, 1))
@@ -294,7 +295,12 @@ def _read_rgb(filename: str) -> np.ndarray:
     import cv2
     # IMREAD_UNCHANGED keeps 16-bit depth and alpha and ignores EXIF orientation, as
     # scikit-image's reader does.
-    img = cv2.imread(str(filename), cv2.IMREAD_UNCHANGED)
+    from .image_file import truncation
+    data = np.fromfile(str(filename), dtype=np.uint8)
+    why = truncation(data)
+    if why is not None:   # imread would hand back grey rows in place of the missing data
+        raise ImageError('load_image: cannot use image %r: %s' % (str(filename), why))
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if img is not None:
         if img.ndim == 3 and img.shape[2] == 1:
             img = img[:, :, 0]

@@ -6,6 +6,10 @@ given its tops' diffs, its bottoms' diffs and its parameters' diffs (`backward`)
 Caffe, backward overwrites bottom diffs (the net inserts Split layers so each bottom has
 one consumer) and adds into parameter diffs (they accumulate until the solver clears
 them). Users subclass this for Python layers exactly as in pycaffe.
+
+Backward works whatever ran before it, as in Caffe: when the bottoms are not the ones the
+layer's last forward saw (no forward yet, a reshaped or rewritten blob), the net first asks
+the layer to rebuild its forward state from them (`refresh_for_backward`).
 """
 from __future__ import annotations
 
@@ -35,6 +39,19 @@ class Layer:
     max_top: Optional[int] = None
     # Loss layers weigh their first top 1 unless the prototxt says otherwise.
     is_loss = False
+    # Whether the layer may be used in place (a top named like the bottom at its index).
+    # True: Caffe computes it correctly in place (element-wise layers: ReLU, Dropout,
+    # BatchNorm, Scale, ...). False: it cannot (Convolution, InnerProduct, Pooling, ...;
+    # Caffe would overwrite its input while reading it, or refuses, as for AbsVal); the net
+    # refuses such a prototxt, naming the layer and the blob. None (Python layers, layers
+    # not classified): allowed as long as the top keeps the bottom's shape, which the net
+    # checks for every in-place use once the layer is set up.
+    allow_in_place: Optional[bool] = None
+
+    # Whether backward reads state that forward left (saved inputs, masks, probabilities).
+    # Layers whose backward needs only the tops' diffs and the bottoms' shapes say False,
+    # and so do Python layers: their backward is theirs.
+    backward_uses_forward_state = True
 
     def __init__(self, param: Optional[caffe_pb2.LayerParameter] = None, *args, **kwargs):
         self.layer_param = param if param is not None else caffe_pb2.LayerParameter()
@@ -73,3 +90,17 @@ class Layer:
 
     def run_backward(self, top, propagate_down, bottom) -> None:
         self.backward(top, propagate_down, bottom)
+
+    def refresh_for_backward(self, bottom: Sequence[Blob], top: Sequence[Blob]) -> None:
+        """Rebuild the state backward reads from the bottoms' current data.
+
+        Caffe's backward reads the blobs as they are now, whatever ran before (no forward
+        at all, or one on other data). The net calls this when the bottoms are not what
+        this layer's last forward saw. The default reruns forward into scratch tops, so the
+        net's tops keep their data; layers whose forward has side effects override it.
+        """
+        if not self.backward_uses_forward_state or type(self).backward is Layer.backward:
+            return
+        scratch = [Blob(t.shape) for t in top]
+        self.reshape(bottom, scratch)
+        self.forward(bottom, scratch)

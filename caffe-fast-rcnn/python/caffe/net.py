@@ -99,6 +99,13 @@ class Net:
         self._has_params_lr: List[bool] = []
         self._has_params_decay: List[bool] = []
         self._param_names_index: Dict[str, int] = {}
+        # pycaffe's before_forward/after_forward/before_backward/after_backward callbacks:
+        # each is called with the layer's index (data-parallel training reduces a layer's
+        # gradients from after_backward, as BVLC's NCCL does).
+        self._before_forward: List = []
+        self._after_forward: List = []
+        self._before_backward: List = []
+        self._after_backward: List = []
 
         info = lambda msg: _log.info('net.cpp', msg)  # noqa: E731
         where = self._source
@@ -169,7 +176,15 @@ class Net:
             self._bottom_need_backward.append(bneed)
             bottom = [self._blobs[i] for i in bids]
             top = [self._blobs[i] for i in tids]
+            in_place = self._check_in_place(layer, lp)
+            shapes_before = {ti: tuple(top[ti].shape) for ti in in_place}
             self._setup_layer(li, layer, lp, bottom, top)
+            for ti, shape in shapes_before.items():
+                if tuple(top[ti].shape) != shape:
+                    raise NetError('%s: layer %r (%s) is used in place on blob %r but changes its '
+                                   'shape from %s to %s; give its top another name'
+                                   % (where, lp.name, lp.type, lp.top[ti], _dims(shape),
+                                      _dims(top[ti].shape)))
             for t, tid in zip(top, tids):
                 info('Top shape: %s (%d)' % (' '.join(str(d) for d in t.shape), t.count))
             # Parameters: learnable unless lr_mult is 0; shared by name.
@@ -205,7 +220,23 @@ class Net:
             if isinstance(layer, TorchLayer) and hasattr(layer, 'compute_inplace'):
                 layer.inplace = self._may_overwrite(li)
         self._last_shapes: List[Optional[tuple]] = [None] * len(self.layers)
+        # What each layer's last forward saw of its bottoms (see _stale), and which bottoms
+        # are also tops (in place: the blob then holds the layer's output).
+        self._seen: List[Optional[tuple]] = [None] * len(self.layers)
+        self._in_place_bottoms = [[bid in tids for bid in bids]
+                                  for bids, tids in zip(self._bottom_ids, self._top_ids)]
         info('Network initialization done.')
+
+    def _check_in_place(self, layer: Layer, lp: caffe_pb2.LayerParameter) -> List[int]:
+        """The top indices this layer uses in place; an error if its class cannot run in
+        place (see Layer.allow_in_place)."""
+        pairs = [ti for ti, tname in enumerate(lp.top)
+                 if ti < len(lp.bottom) and lp.bottom[ti] == tname]
+        if pairs and getattr(layer, 'allow_in_place', None) is False:
+            raise NetError('%s: layer %r: %s Layer does not allow in-place computation (its '
+                           'top %r is its bottom); give the top another name'
+                           % (self._source, lp.name, lp.type, lp.top[pairs[0]]))
+        return pairs
 
     def _may_overwrite(self, li: int) -> bool:
         """Whether layer li may compute in place, as Caffe does when its top is its bottom:
@@ -356,11 +387,14 @@ class Net:
         """Run layers start..end (inclusive); returns the weighted loss of those layers."""
         loss = None
         lowp = _config.low_precision()
+        before, after = self._before_forward, self._after_forward
         with _net_precision_scope(lowp):
             for li in range(start, end + 1):
                 layer = self.layers[li]
                 bottom = [self._blobs[i] for i in self._bottom_ids[li]]
                 top = [self._blobs[i] for i in self._top_ids[li]]
+                for hook in before:
+                    hook(li)
                 try:
                     with _precision_scope(layer, bottom, lowp):
                         if isinstance(layer, TorchLayer):
@@ -375,6 +409,9 @@ class Net:
                     raise
                 except Exception as e:
                     raise _layer_error(self._param.layer[li], 'forward', e) from e
+                self._seen[li] = _bottom_state(bottom)
+                for hook in after:
+                    hook(li)
                 for t, w in zip(top, self._loss_weights[li]):
                     if w:
                         term = (t.tensor * t.diff_tensor).sum()
@@ -384,13 +421,20 @@ class Net:
     def _backward(self, start: int, end: int) -> None:
         """Run backward of layers start down to end (inclusive)."""
         lowp = _config.low_precision()
+        before, after = self._before_backward, self._after_backward
         for li in range(start, end - 1, -1):
             if not self._layer_need_backward[li]:
                 continue
             layer = self.layers[li]
             bottom = [self._blobs[i] for i in self._bottom_ids[li]]
             top = [self._blobs[i] for i in self._top_ids[li]]
+            for hook in before:
+                hook(li)
             try:
+                if self._stale(li, bottom):
+                    with _precision_scope(layer, bottom, lowp):
+                        layer.refresh_for_backward(bottom, top)
+                    self._seen[li] = _bottom_state(bottom)
                 if lowp is not None and not getattr(layer, 'run_in_bf16', False):
                     _to_float32(top, diff=True)
                 layer.run_backward(top, list(self._bottom_need_backward[li]), bottom)
@@ -398,6 +442,31 @@ class Net:
                 raise
             except Exception as e:
                 raise _layer_error(self._param.layer[li], 'backward', e) from e
+            for hook in after:
+                hook(li)
+
+    def _stale(self, li: int, bottom: Sequence[Blob]) -> bool:
+        """Whether layer li's forward state is not of its bottoms' current data: no forward
+        yet, or a bottom whose tensor was replaced (reshaped, set by another forward) or
+        whose array Python was handed since (it may have written into it).
+
+        Caffe's backward reads the blobs as they are; the engine's layers keep what forward
+        computed (autograd graphs, masks), valid only for the data forward saw. An in-place
+        bottom holds the layer's own output, so only its shape is checked there: its data
+        changing (a later layer converting it, Python reading it) says nothing about the
+        input forward saw, which is gone.
+        """
+        seen = self._seen[li]
+        if seen is None:
+            return True
+        for b, (t, version), in_place in zip(bottom, seen, self._in_place_bottoms[li]):
+            now = b._data.tensor
+            if in_place:
+                if now.shape != t.shape:
+                    return True
+            elif now is not t or b.data_version != version:
+                return True
+        return False
 
     def forward_prefilled(self) -> float:
         return self._forward(0, len(self.layers) - 1)
@@ -410,6 +479,11 @@ class Net:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+def _bottom_state(bottom: Sequence[Blob]) -> tuple:
+    """What a layer's forward saw of its bottoms: each one's tensor and data version."""
+    return tuple((b._data.tensor, b.data_version) for b in bottom)
+
 
 def _to_float32(blobs: Sequence[Blob], diff: bool = False) -> None:
     """Give bf16 values (or gradients) of these blobs back in float32, in the blobs, and in
@@ -501,6 +575,10 @@ def _layer_error(lp, stage: str, e: BaseException) -> LayerError:
     tb = ''.join(traceback.format_exception(type(e), e, e.__traceback__))
     return LayerError('layer %r (%s) failed in %s: %s: %s\n%s'
                       % (lp.name, lp.type, stage, type(e).__name__, e, tb))
+
+
+def _dims(shape) -> str:
+    return ' x '.join(str(d) for d in shape) if len(shape) else '(no shape)'
 
 
 def _shape_str(b: Blob) -> str:

@@ -23,6 +23,14 @@ messages, an enum may be given by number (`P.Pooling.MAX`) or by name ('MAX').
 Blob and layer names come from the NetSpec attribute names; unnamed intermediate tops
 get `<Type><k>` names (Convolution1, ...). `in_place=True` makes the layer write its
 bottoms. `P.<Type>.<ENUM>` gives enum constants of `<Type>Parameter`.
+
+What SSD's fork of this module added, which its and RefineDet's model_libs rely on:
+`NetSpec.update(name, params)` changes the parameters of the layer behind a named top;
+Deconvolution's keyword arguments go into `convolution_param` (the message Caffe's
+Deconvolution reads); a Silence layer writes no top even when called without `ntop=0`.
+Scripts written for Python 2, where `/` of two ints was an int, give integer fields
+integral floats (`pad=(3 - 1) / 2`): such a float is taken as its int, any other float in
+an integer field is an error naming the field.
 """
 from __future__ import annotations
 
@@ -30,6 +38,7 @@ from collections import Counter, OrderedDict
 from typing import Any, Dict, Tuple, Union
 
 import numpy as np
+from google.protobuf.descriptor import FieldDescriptor
 
 from .proto import caffe_pb2
 
@@ -63,9 +72,25 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_INTEGER_TYPES = frozenset(
+    getattr(FieldDescriptor, 'TYPE_' + t) for t in
+    ('INT32', 'INT64', 'UINT32', 'UINT64', 'SINT32', 'SINT64', 'FIXED32', 'FIXED64',
+     'SFIXED32', 'SFIXED64'))
+
+# Layer types that read another type's parameter message (Caffe's Deconvolution and
+# Im2col layers both read `convolution_param`); every other type's message is found from
+# the descriptors by name.
+_SHARED_MESSAGE = {'Deconvolution': 'Convolution', 'Im2col': 'Convolution'}
+
+
 def _enum_number(field, value: Any, where: str) -> Any:
-    """An enum given by name as its number; anything else unchanged."""
+    """An enum given by name as its number, an integral float in an integer field as its
+    int (Python 2's `/`); anything else unchanged."""
     value = _plain(value)
+    if field.type in _INTEGER_TYPES and isinstance(value, float):
+        if not value.is_integer():
+            raise TypeError('%s is an integer field: got %r' % (where, value))
+        return int(value)
     if field.type != field.TYPE_ENUM or not isinstance(value, str):
         return value
     enum_value = field.enum_type.values_by_name.get(value)
@@ -190,11 +215,11 @@ class Function:
         layer.bottom.extend(bottom_names)
         if self.in_place:
             layer.top.extend(layer.bottom[:self.ntop])
-        else:
+        elif self.type_name != 'Silence':  # Silence never has tops (as SSD's net_spec)
             for top in self.tops:
                 layer.top.append(self._get_top_name(top, names, autonames))
         layer.name = self._get_name(names, autonames)
-        type_fields = _param_names.get(self.type_name)
+        type_fields = _param_names.get(_SHARED_MESSAGE.get(self.type_name, self.type_name))
         own = getattr(layer, type_fields + '_param') if type_fields else None
         for k, v in self.params.items():
             if k.endswith('param'):
@@ -272,6 +297,13 @@ class NetSpec:
 
     def vals(self):
         return list(self.tops.values())
+
+    def update(self, name: str, params: Dict[str, Any]) -> None:
+        """Add or change parameters of the layer that produces top `name` (SSD's
+        model_libs: `net.update('conv4_3_mbox_priorbox', {'max_size': [60]})`)."""
+        if name not in self.tops:
+            raise KeyError('NetSpec has no top named %r' % name)
+        self.tops[name]._update(dict(params))
 
     def to_proto(self) -> caffe_pb2.NetParameter:
         """The NetParameter of every assigned top and the layers they depend on."""

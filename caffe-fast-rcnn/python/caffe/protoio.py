@@ -8,14 +8,13 @@ folder that is renamed over the target, so a crash never leaves half a snapshot.
 from __future__ import annotations
 
 import difflib
-import os
 import re
-import tempfile
 from typing import Iterable, Type, TypeVar
 
 from google.protobuf import message as _message
 from google.protobuf import text_format
 
+from . import atomic_files
 from .errors import ParseError
 
 M = TypeVar('M', bound=_message.Message)
@@ -101,8 +100,11 @@ def parse_binary(data: bytes, cls: Type[M], path: str = '<bytes>') -> M:
 
 def read_text_or_binary(path: str, cls: Type[M]) -> M:
     """Read a proto that may be text or binary (Caffe tries binary for .caffemodel)."""
-    with open(path, 'rb') as f:
-        head = f.read(4096)
+    try:
+        with open(path, 'rb') as f:
+            head = f.read(4096)
+    except OSError as e:
+        raise ParseError(path, 'cannot read file: %s' % e.strerror) from None
     try:
         head.decode('utf-8')
         looks_text = b'\x00' not in head
@@ -113,31 +115,17 @@ def read_text_or_binary(path: str, cls: Type[M]) -> M:
 
 def atomic_write(path: str, data: bytes) -> None:
     """Write `data` to `path` through a temporary file and a rename (never half a file)."""
-    atomic_write_chunks(path, [data])
+    atomic_files.write_bytes(path, data)
 
 
 def atomic_write_chunks(path: str, chunks: Iterable) -> None:
     """Write the byte chunks (bytes or memoryviews) one after another to `path`, atomically.
 
     Chunks let a large file (a .caffemodel) be written straight from the arrays' memory
-    without first joining it into one bytes object.
+    without first joining it into one bytes object. See atomic_files for the temporary's
+    name, the final file's mode (the umask's, as Caffe's files) and stale temporaries.
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            for chunk in chunks:
-                f.write(chunk)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_files.write_chunks(path, chunks)
 
 
 def write_binary(path: str, msg: _message.Message) -> None:

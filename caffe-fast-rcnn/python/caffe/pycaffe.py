@@ -233,6 +233,38 @@ def _reshape(self) -> None:
         self._last_shapes[li] = tuple(b.shape for b in bottom)
 
 
+def _layer_callback(fn):
+    """A callable of the layer index: a function, or an object with `run(layer)` (the NCCL
+    object that BVLC's python/train.py passes to `net.after_backward`)."""
+    run = getattr(fn, 'run', None)
+    if callable(run):
+        return run
+    if not callable(fn):
+        raise TypeError('a net callback takes the layer index; got %r' % (fn,))
+    return fn
+
+
+def _before_forward(self, fn) -> None:
+    """Call `fn(layer_index)` before each layer's forward (pycaffe's before_forward)."""
+    self._before_forward.append(_layer_callback(fn))
+
+
+def _after_forward(self, fn) -> None:
+    """Call `fn(layer_index)` after each layer's forward."""
+    self._after_forward.append(_layer_callback(fn))
+
+
+def _before_backward(self, fn) -> None:
+    """Call `fn(layer_index)` before each layer's backward (layers that run backward only)."""
+    self._before_backward.append(_layer_callback(fn))
+
+
+def _after_backward(self, fn) -> None:
+    """Call `fn(layer_index)` after each layer's backward; `net.after_backward(nccl)` makes
+    data-parallel training reduce each layer's gradients as soon as they are complete."""
+    self._after_backward.append(_layer_callback(fn))
+
+
 def _name_get(self) -> str:
     return self._name
 
@@ -262,6 +294,10 @@ Net.save = lambda self, path: _weights.save_caffemodel(self, path)
 Net.save_hdf5 = lambda self, path: _weights.save_hdf5(self, path)
 Net.load_hdf5 = lambda self, path: _weights.load_hdf5(self, path)
 Net.clear_param_diffs = _clear_param_diffs
+Net.before_forward = _before_forward
+Net.after_forward = _after_forward
+Net.before_backward = _before_backward
+Net.after_backward = _after_backward
 Net.reshape = _reshape
 Net._top_ids_of = lambda self, i: list(self._top_ids[i])
 Net._bottom_ids_of = lambda self, i: list(self._bottom_ids[i])

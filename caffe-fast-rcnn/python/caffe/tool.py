@@ -6,14 +6,20 @@
     python -m caffe time --model=net.prototxt [--iterations=50] [--phase=TRAIN|TEST]
     python -m caffe device_query [--gpu=0|all]
 
-Flags are gflags-style: `-solver x`, `-solver=x`, `--solver x` and `--solver=x` all work.
+Flags are gflags-style (caffe/cli.py, as Caffe's other tools): `-solver x`, `-solver=x`,
+`--solver x` and `--solver=x` all work, anywhere on the line; `-help` lists them.
 Logs go to stderr in glog's format with Caffe's wording, so scripts that grep Caffe's logs
 and tools/extra/parse_log.py read ours. In `train`, SIGINT stops (after a snapshot) and
 SIGHUP snapshots, as `--sigint_effect` / `--sighup_effect` (stop, snapshot, none) say.
+
+Data-parallel training: `train --gpu 0,1` (or `--gpu all`) runs this command once per device,
+each process a rank of a torch.distributed group (see caffe.parallel); on a machine without
+GPUs the ids say how many CPU ranks to run. Under `torchrun` (RANK, WORLD_SIZE, MASTER_ADDR
+set) the command joins that group instead, so the same line trains on several machines.
 """
 from __future__ import annotations
 
-import argparse
+import os
 import signal
 import sys
 import time as _time
@@ -22,7 +28,8 @@ from typing import Callable, Dict, List, Optional, Sequence
 import torch
 
 from . import _config, _log
-from .errors import CaffeError
+from . import parallel as _parallel
+from .cli import Fatal, Flags, run_tool, split_list
 from .phase import TEST, TRAIN
 
 _CAFFE_CPP = 'caffe.cpp'
@@ -36,68 +43,39 @@ commands:
   device_query    show GPU diagnostic information
   time            benchmark model execution time"""
 
-_FLAGS = ('gpu', 'solver', 'model', 'phase', 'level', 'stage', 'snapshot', 'weights', 'iterations',
-          'sigint_effect', 'sighup_effect')
 
-
-class _Fatal(Exception):
-    """A LOG(FATAL)/CHECK failure of the tool: logged with level F, exit status 1."""
-
-
-def _normalize_flags(argv: Sequence[str]) -> List[str]:
-    """gflags accepts `-flag`; argparse wants `--flag`."""
-    out = []
-    for a in argv:
-        if a.startswith('-') and not a.startswith('--'):
-            name = a[1:].split('=', 1)[0]
-            if name in _FLAGS or name in ('h', 'help'):
-                a = '-' + a if name not in ('h',) else a
-        out.append(a)
-    return out
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog='caffe', description=USAGE,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('command', nargs='?', help='train, test, time or device_query')
-    p.add_argument('--gpu', default='', help="Optional; run in GPU mode on given device IDs "
-                   "separated by ','. Use '-gpu all' to run on all available GPUs.")
-    p.add_argument('--solver', default='', help='The solver definition protocol buffer text file.')
-    p.add_argument('--model', default='', help='The model definition protocol buffer text file.')
-    p.add_argument('--phase', default='', help="Optional; network phase (TRAIN or TEST). Only "
-                   "used for 'time'.")
-    p.add_argument('--level', type=int, default=None, help='Optional; network level.')
-    p.add_argument('--stage', default='', help="Optional; network stages (not to be confused "
-                   "with phase), separated by ','.")
-    p.add_argument('--snapshot', default='', help='Optional; the snapshot solver state to resume '
-                   'training.')
-    p.add_argument('--weights', default='', help="Optional; the pretrained weights to initialize "
-                   "finetuning, separated by ','. Cannot be set simultaneously with snapshot.")
-    p.add_argument('--iterations', type=int, default=50, help='The number of iterations to run.')
-    p.add_argument('--sigint_effect', default='stop', help='Optional; action to take when a '
-                   'SIGINT signal is received: snapshot, stop or none.')
-    p.add_argument('--sighup_effect', default='snapshot', help='Optional; action to take when a '
-                   'SIGHUP signal is received: snapshot, stop or none.')
-    return p
+def _flags() -> Flags:
+    """The command's flags: those of Caffe's tools/caffe.cpp, with its defaults."""
+    f = Flags('caffe', USAGE, 'tools/caffe.cpp')
+    f.define('gpu', '', "Optional; run in GPU mode on given device IDs separated by ','. Use "
+             "'-gpu all' to run on all available GPUs.")
+    f.define('solver', '', 'The solver definition protocol buffer text file.')
+    f.define('model', '', 'The model definition protocol buffer text file.')
+    f.define('phase', '', "Optional; network phase (TRAIN or TEST). Only used for 'time'.")
+    f.define('level', 0, 'Optional; network level.')
+    f.define('stage', '', "Optional; network stages (not to be confused with phase), separated "
+             "by ','.")
+    f.define('snapshot', '', 'Optional; the snapshot solver state to resume training.')
+    f.define('weights', '', "Optional; the pretrained weights to initialize finetuning, separated "
+             "by ','. Cannot be set simultaneously with snapshot.")
+    f.define('iterations', 50, 'The number of iterations to run.')
+    f.define('sigint_effect', 'stop', 'Optional; action to take when a SIGINT signal is '
+             'received: snapshot, stop or none.')
+    f.define('sighup_effect', 'snapshot', 'Optional; action to take when a SIGHUP signal is '
+             'received: snapshot, stop or none.')
+    return f
 
 
 # ---- devices -------------------------------------------------------------------------------------
 
-def _gpu_count() -> int:
-    if torch.cuda.is_available():
-        return torch.cuda.device_count()
-    mps = getattr(torch.backends, 'mps', None)
-    return 1 if (mps is not None and mps.is_available()) else 0
-
-
 def _get_gpus(flag: str) -> List[int]:
     if flag == 'all':
-        return list(range(_gpu_count()))
+        return list(range(_parallel.gpu_count()))
     if flag:
         try:
             return [int(s) for s in flag.split(',')]
         except ValueError:
-            raise _Fatal('--gpu must be device ids separated by commas, or all; got %r' % flag) from None
+            raise Fatal('--gpu must be device ids separated by commas, or all; got %r' % flag) from None
     return []
 
 
@@ -110,8 +88,8 @@ def _use_devices(gpus: List[int], single: bool) -> None:
         _log.info(_CAFFE_CPP + ':178', 'Use CPU.')
         _config.set_mode_cpu()
         return
-    if _gpu_count() == 0:
-        raise _Fatal('Cannot use GPU %s: PyTorch sees no GPU on this machine (run without '
+    if _parallel.gpu_count() == 0:
+        raise Fatal('Cannot use GPU %s: PyTorch sees no GPU on this machine (run without '
                      '--gpu to use the CPU)' % ', '.join(map(str, gpus)))
     if single:
         _log.info(_CAFFE_CPP + ':270', 'Use GPU with device ID %d' % gpus[0])
@@ -122,10 +100,6 @@ def _use_devices(gpus: List[int], single: bool) -> None:
                          'data-parallel training launch one process per GPU' % gpus[0])
     _config.set_device(gpus[0])
     _config.set_mode_gpu()
-
-
-def _stages(flag: str) -> List[str]:
-    return [s for s in flag.split(',')] if flag else []
 
 
 def _sync() -> None:
@@ -144,7 +118,7 @@ class _SignalHandler:
                  'none': SolverAction.NONE}
         for v in (sigint_effect, sighup_effect):
             if v not in names:
-                raise _Fatal('Invalid signal effect "%s" was specified' % v)
+                raise Fatal('Invalid signal effect "%s" was specified' % v)
         self._effects = {signal.SIGINT: names[sigint_effect]}
         if hasattr(signal, 'SIGHUP'):
             self._effects[signal.SIGHUP] = names[sighup_effect]
@@ -177,62 +151,96 @@ class _SignalHandler:
 
 # ---- commands ------------------------------------------------------------------------------------
 
-def train(args) -> int:
+def train(flags: Flags, argv: List[str]) -> int:
     from . import solvers as _solvers
     from .proto import caffe_pb2
-    if not args.solver:
-        raise _Fatal('Check failed: FLAGS_solver.size() > 0 (0 vs. 0) Need a solver definition '
+    if not flags.solver:
+        raise Fatal('Check failed: FLAGS_solver.size() > 0 (0 vs. 0) Need a solver definition '
                      'to train.')
-    if args.snapshot and args.weights:
-        raise _Fatal('Check failed: !FLAGS_snapshot.size() || !FLAGS_weights.size() Give a '
+    if flags.snapshot and flags.weights:
+        raise Fatal('Check failed: !FLAGS_snapshot.size() || !FLAGS_weights.size() Give a '
                      'snapshot to resume training or weights to finetune but not both.')
-    param = _solvers.read_solver_param(args.solver)
-    if args.level is not None:
-        param.train_state.level = args.level
-    for s in _stages(args.stage):
+    param = _solvers.read_solver_param(flags.solver)
+    if flags.given('level'):   # else as py-faster-rcnn's Caffe (no -level): the file's train_state
+        param.train_state.level = flags.level
+    for s in split_list(flags.stage):
         param.train_state.stage.append(s)
-    gpu_flag = args.gpu
+    gpu_flag = flags.gpu
     if not gpu_flag and param.solver_mode == caffe_pb2.SolverParameter.GPU:
-        if _gpu_count():
+        if _parallel.gpu_count():
             gpu_flag = str(param.device_id)
         else:
             _log.warning(_CAFFE_CPP + ':170', 'solver_mode is GPU but PyTorch sees no GPU on this '
                          'machine; training on the CPU')
     gpus = _get_gpus(gpu_flag)
-    _use_devices(gpus, single=False)
-    if gpus:
-        param.device_id = gpus[0]
-    with _SignalHandler(args.sigint_effect, args.sighup_effect) as handler:
-        solver = _solvers.create_solver(param, args.solver)
+    group = None
+    if _parallel.env_has_group():
+        # A rank of a data-parallel job (started by the branch below, or by torchrun).
+        _parallel.die_with_parent()
+        group = _parallel.join_from_env(_parallel.use_rank_device(gpus))
+        if _config.device().type != 'cpu':
+            param.device_id = _config.device().index or 0
+    elif len(gpus) > 1:
+        _log.info(_CAFFE_CPP + ':185', 'Using GPUs %s' % ', '.join(map(str, gpus)))
+        if not _parallel.gpu_count():
+            _log.warning(_CAFFE_CPP + ':186', 'PyTorch sees no GPU on this machine: training '
+                         'with %d CPU ranks' % len(gpus))
+        return _parallel.spawn_command([sys.executable, '-m', 'caffe'] + argv,
+                                       len(gpus), env=_child_environment())
+    else:
+        _use_devices(gpus, single=False)
+        if gpus:
+            param.device_id = gpus[0]
+    root = _parallel.root_solver()
+    with _SignalHandler(flags.sigint_effect, flags.sighup_effect) as handler:
+        solver = _solvers.create_solver(param, flags.solver)
         solver.set_action_function(handler.action)
-        if args.snapshot:
-            _log.info(_CAFFE_CPP + ':205', 'Resuming from ' + args.snapshot)
-            solver.restore(args.snapshot)
-        elif args.weights:
-            for name in args.weights.split(','):
+        if root and flags.snapshot:      # other ranks get the state from rank 0 (bcast)
+            _log.info(_CAFFE_CPP + ':205', 'Resuming from ' + flags.snapshot)
+            solver.restore(flags.snapshot)
+        elif root and flags.weights:
+            for name in split_list(flags.weights):
                 _log.info(_CAFFE_CPP + ':155', 'Finetuning from ' + name)
                 solver.net.copy_from(name)
                 for tn in solver.test_nets:
                     tn.copy_from(name)
+        if group is not None:
+            _parallel.DataParallel(solver, group).attach().bcast()
         _log.info(_CAFFE_CPP + ':219', 'Starting Optimization')
         solver.solve()
+    if group is not None:
+        # Only after success: tearing the group down waits for every rank, and after a
+        # failure some rank is dead or hung (the process just exits then).
+        _parallel.leave()
     _log.info(_CAFFE_CPP + ':222', 'Optimization Done.')
     return 0
 
 
-def test(args) -> int:
+def _child_environment() -> Dict[str, str]:
+    """The environment of spawned ranks: this process's, with its module search path, so
+    that they import the same `caffe` and find the same Python layers."""
+    env = dict(os.environ)
+    paths = [p for p in sys.path if p and os.path.isdir(p)]
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if here not in paths:
+        paths.insert(0, here)
+    env['PYTHONPATH'] = os.pathsep.join(paths)
+    return env
+
+
+def test(flags: Flags, argv: List[str]) -> int:
     from .net import Net
     from . import pycaffe  # noqa: F401
-    if not args.model:
-        raise _Fatal('Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition '
+    if not flags.model:
+        raise Fatal('Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition '
                      'to score.')
-    if not args.weights:
-        raise _Fatal('Check failed: FLAGS_weights.size() > 0 (0 vs. 0) Need model weights to '
+    if not flags.weights:
+        raise Fatal('Check failed: FLAGS_weights.size() > 0 (0 vs. 0) Need model weights to '
                      'score.')
-    _use_devices(_get_gpus(args.gpu), single=True)
-    net = Net(args.model, TEST, level=args.level or 0, stages=_stages(args.stage))
-    net.copy_from(args.weights)
-    n = args.iterations
+    _use_devices(_get_gpus(flags.gpu), single=True)
+    net = Net(flags.model, TEST, level=flags.level, stages=split_list(flags.stage))
+    net.copy_from(flags.weights)
+    n = flags.iterations
     _log.info(_CAFFE_CPP + ':290', 'Running for %d iterations.' % n)
     scores: List[float] = []
     owners: List[str] = []
@@ -263,25 +271,25 @@ def test(args) -> int:
     return 0
 
 
-def time(args) -> int:
+def time(flags: Flags, argv: List[str]) -> int:
     """Per-layer forward and backward times, as `caffe time` prints them."""
     from .net import Net
     from . import pycaffe  # noqa: F401
-    if not args.model:
-        raise _Fatal('Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition '
+    if not flags.model:
+        raise Fatal('Check failed: FLAGS_model.size() > 0 (0 vs. 0) Need a model definition '
                      'to time.')
-    if args.phase not in ('', 'TRAIN', 'TEST'):
-        raise _Fatal('phase must be "TRAIN" or "TEST"')
-    phase = TEST if args.phase == 'TEST' else TRAIN
-    _use_devices(_get_gpus(args.gpu), single=True)
-    net = Net(args.model, phase, level=args.level or 0, stages=_stages(args.stage))
+    if flags.phase not in ('', 'TRAIN', 'TEST'):
+        raise Fatal('phase must be "TRAIN" or "TEST"')
+    phase = TEST if flags.phase == 'TEST' else TRAIN
+    _use_devices(_get_gpus(flags.gpu), single=True)
+    net = Net(flags.model, phase, level=flags.level, stages=split_list(flags.stage))
     nl = len(net.layers)
     _log.info(_CAFFE_CPP + ':352', 'Performing Forward')
     initial_loss = net._forward(0, nl - 1)
     _log.info(_CAFFE_CPP + ':354', 'Initial loss: %g' % initial_loss)
     _log.info(_CAFFE_CPP + ':355', 'Performing Backward')
     net._backward(nl - 1, 0)
-    n = args.iterations
+    n = flags.iterations
     _log.info(_CAFFE_CPP + ':363', '*** Benchmark begins ***')
     _log.info(_CAFFE_CPP + ':364', 'Testing for %d iterations.' % n)
     fwd = [0.0] * nl
@@ -321,10 +329,10 @@ def time(args) -> int:
     return 0
 
 
-def device_query(args) -> int:
-    _log.info(_CAFFE_CPP + ':127', 'Querying GPUs ' + args.gpu)
-    gpus = _get_gpus(args.gpu)
-    if not _gpu_count():
+def device_query(flags: Flags, argv: List[str]) -> int:
+    _log.info(_CAFFE_CPP + ':127', 'Querying GPUs ' + flags.gpu)
+    gpus = _get_gpus(flags.gpu)
+    if not _parallel.gpu_count():
         _log.info(_CAFFE_CPP + ':130', 'PyTorch sees no GPU on this machine; CPU with %d threads'
                   % torch.get_num_threads())
         return 0
@@ -348,24 +356,27 @@ COMMANDS: Dict[str, Callable] = {'train': train, 'test': test, 'time': time,
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Run one `caffe` command; returns the process exit status."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = _parser().parse_args(_normalize_flags(argv))
-    if not args.command:
-        sys.stderr.write(USAGE + '\n\n')
-        _parser().print_help(sys.stderr)
+    return _failed(run_tool(_run, argv, _CAFFE_CPP))
+
+
+def _run(argv: List[str]) -> int:
+    flags = _flags()
+    commands = flags.parse(argv)
+    if len(commands) != 1:
+        flags.show_usage()
         return 1
-    func = COMMANDS.get(args.command)
+    func = COMMANDS.get(commands[0])
     if func is None:
         _log.error(_CAFFE_CPP + ':72', 'Available caffe actions:')
         for name in sorted(COMMANDS):
             _log.error(_CAFFE_CPP + ':74', '\t' + name)
-        _log.log('F', _CAFFE_CPP + ':76', 'Unknown action: ' + args.command)
+        _log.log('F', _CAFFE_CPP + ':76', 'Unknown action: ' + commands[0])
         return 1
-    try:
-        return func(args)
-    except _Fatal as e:
-        _log.log('F', _CAFFE_CPP, str(e))
-        return 1
-    except CaffeError as e:
-        _log.log('F', _CAFFE_CPP, '%s: %s' % (type(e).__name__, e))
-        return 1
+    return func(flags, argv)
+
+
+def _failed(status: int) -> int:
+    """A rank of a data-parallel job that failed exits at once (parallel.exit_failed_rank)."""
+    if status and _parallel.current() is not None:
+        _parallel.exit_failed_rank(status)
+    return status

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from . import _log, protoio, upgrade
+from . import _log, atomic_files, protoio, upgrade
 from .errors import ParseError, ShapeError
 from .proto import caffe_pb2
 
@@ -399,6 +399,38 @@ def copy_trained_layers(net, source, path: str = '<weights>') -> None:
         if not flat.flags.writeable:
             flat = flat.copy()
         dst.tensor.copy_(torch.from_numpy(flat).view(dst.shape))
+    report_copied_layers(net, {id(dst) for dst, _ in plan}, [lp.name for lp in param.layer], path)
+
+
+def report_copied_layers(net, written: set, file_layers: Sequence[str], path: str) -> None:
+    """Say once what a weights file gave the net (`written`: ids of the blobs it wrote).
+
+    Caffe copies layers by name and silently keeps the initial values of every other
+    layer; a file none of whose layer names matches (a renamed net, weights of another
+    model) leaves an untrained net, which is worth a WARNING. Partial matches (fine-tuning
+    from ImageNet weights) get one INFO line naming the layers that keep their initial
+    values. A layer sharing its blobs (`param { name }`) with a copied one counts as copied.
+    """
+    with_params = [n for n, layer in zip(net._layer_names, net.layers) if len(layer.blobs)]
+    got_blobs = {n: all(id(b) in written for b in layer.blobs)
+                 for n, layer in zip(net._layer_names, net.layers) if len(layer.blobs)}
+    kept = [n for n in with_params if not got_blobs[n]]
+    if not with_params or not kept:
+        return
+    def names(seq, n=12):
+        seq = list(seq)
+        return ', '.join(seq[:n]) + (', ... (%d in all)' % len(seq) if len(seq) > n else '')
+    got = [n for n in with_params if got_blobs[n]]
+    if not got:
+        _log.warning('net.cpp', '%s: none of the %d layers with parameters of net %s has a name '
+                     'in this weights file, so nothing was copied and the net keeps its '
+                     'initial (filler) values. Net layers with parameters: %s. Layers in the '
+                     'file: %s' % (path, len(with_params), net._name or '(unnamed)',
+                                   names(with_params), names(file_layers) or 'none'))
+    else:
+        _log.info('net.cpp', '%s: copied the parameters of %d of the %d layers with parameters; '
+                  'these keep their initial values (no layer of that name in the file): %s'
+                  % (path, len(got), len(with_params), names(kept)))
 
 
 def copy_from_file(net, path: str) -> None:
@@ -454,8 +486,7 @@ def save_caffemodel(net, path: str, write_diff: bool = False) -> None:
 def save_hdf5(net, path: str, write_diff: bool = False) -> None:
     """Caffe's HDF5 weights layout: /data/<layer>/<i> (and /diff/...)."""
     import h5py
-    tmp = path + '.tmp'
-    with h5py.File(tmp, 'w') as f:
+    with atomic_files.atomic_path(path) as tmp, h5py.File(tmp, 'w') as f:
         groups = [('data', f.create_group('data'))]
         if write_diff:
             groups.append(('diff', f.create_group('diff')))
@@ -466,17 +497,21 @@ def save_hdf5(net, path: str, write_diff: bool = False) -> None:
                 lg = g.create_group(name)
                 for j, b in enumerate(layer.blobs):
                     lg.create_dataset(str(j), data=np.asarray(b.data if kind == 'data' else b.diff))
-    os.replace(tmp, path)
 
 
 def load_hdf5(net, path: str) -> None:
     """Copy weights from Caffe's HDF5 layout; layers the net lacks are skipped."""
     import h5py
-    with h5py.File(path, 'r') as f:
+    try:
+        f = h5py.File(path, 'r')
+    except OSError as e:
+        raise ParseError(path, 'cannot open HDF5 weights: %s' % e) from None
+    with f:
         if 'data' not in f:
             raise ParseError(path, 'not a Caffe HDF5 weights file (no /data group)')
         data = f['data']
         index = {name: i for i, name in enumerate(net._layer_names)}
+        written = set()
         for name in data:
             li = index.get(name)
             if li is None:
@@ -492,3 +527,5 @@ def load_hdf5(net, path: str) -> None:
                     raise ShapeError("%s: Cannot copy param %d weights from layer '%s'; shape "
                                      "mismatch: %s vs %s" % (path, j, name, arr.shape, dst.shape))
                 dst.tensor.copy_(torch.from_numpy(arr.reshape(dst.shape).astype(dst.data.dtype)))
+                written.add(id(dst))
+        report_copied_layers(net, written, list(data), path)

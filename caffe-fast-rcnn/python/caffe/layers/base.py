@@ -14,6 +14,10 @@ forward/backward:
 * If forward ran without recording (a TEST net, or `backward` asked for more than the net
   planned), backward recomputes the layer from the inputs forward saw. Layers with random
   forwards (Dropout) override `backward` instead.
+* If the bottoms are not the ones forward saw (backward with no forward before it, a blob
+  reshaped or written by Python since), the net calls `refresh_for_backward`, which drops
+  the recorded graph: backward then recomputes from the bottoms' current data, which is
+  what Caffe's backward reads. The normal forward -> backward path never recomputes.
 
 Speed notes: a parameter gradient from autograd is a fresh tensor; it is added into the
 blob's diff (Caffe accumulates), or becomes the diff when the blob has none yet
@@ -29,7 +33,7 @@ import torch
 
 from .. import _config, fillers
 from ..blob import Blob
-from ..errors import ShapeError
+from ..errors import NetError, ShapeError
 from ..layer import Layer
 from ..proto import caffe_pb2
 
@@ -66,7 +70,11 @@ class TorchLayer(Layer):
         """Create a learnable blob filled by `filler` (or keep the one loaded from the proto)."""
         b = Blob(tuple(int(s) for s in shape))
         if filler is not None:
-            fillers.fill(b.tensor, filler)
+            try:
+                fillers.fill(b.tensor, filler)
+            except NetError as e:
+                raise NetError('layer %r (%s): parameter %d: %s'
+                               % (self.layer_param.name, self.type, len(self.blobs), e)) from None
         self.blobs.append(b)
         return b
 
@@ -131,6 +139,13 @@ class TorchLayer(Layer):
         self._outs = outs
         for t, o in zip(top, outs):
             t.set_tensor(o.detach())
+
+    def refresh_for_backward(self, bottom, top) -> None:
+        """Backward from the bottoms' current data: forget forward's graph (see the module
+        docstring). For an in-place layer the blob holds its output, which is all its
+        backward (`backward_inplace`) reads."""
+        self._inputs = [b.tensor for b in bottom]
+        self._outs = self._leaves = self._params = None
 
     def run_backward(self, top, propagate_down, bottom) -> None:
         if self.inplace:

@@ -29,6 +29,7 @@ class DataLayer(Layer):
     """No bottoms, at least one top, nothing to propagate back."""
     exact_num_bottom = 0
     min_top = 1
+    backward_uses_forward_state = False  # and forward must never run twice for one batch
 
     def reshape(self, bottom, top):
         """Data layers shape their tops themselves (in setup or forward)."""
@@ -373,6 +374,7 @@ class HDF5Output(Layer):
     deleted (the layer's finaliser), by `close()`, or at interpreter exit, so it is
     complete and readable whichever comes first. Backward does nothing.
     """
+    backward_uses_forward_state = False  # forward writes the file
     exact_num_bottom = 2
     exact_num_top = 0
 

@@ -4,8 +4,9 @@ Data reads serialised `caffe_pb2.Datum` records in key order from `data_param.so
 starting again at the first key when the database runs out ("Restarting data prefetching
 from start."). A record holds raw uint8 pixels (`data`), floats (`float_data`), or an
 `encoded` JPEG/PNG that OpenCV decodes (BGR, as Caffe). The first top gets the batch after
-`transform_param` (see caffe/data_transform.py), a second top the Datums' labels. LMDB is
-read with the `lmdb` package; LevelDB only if the optional `plyvel` package is installed.
+`transform_param` (see caffe/data_transform.py), a second top the Datums' labels. The
+database is read through caffe/db.py (its `Cursor`): LMDB read-only, each one opened once per
+process; LevelDB only if the optional `plyvel` package is installed.
 
 ImageData reads "path label" lines from a text file (`image_data_param.source`), loads each
 image (root_folder + path) with OpenCV in color or gray, optionally resizes it to
@@ -20,11 +21,16 @@ converting overlap with the net's computation, which releases the GIL in PyTorch
 thread owns the cursor and the transformer's generator, so the sequence of batches is the
 same whatever the timing. WindowData (R-CNN's window files, layers/window_data.py) runs
 on the same prefetching machinery.
+
+Data-parallel training splits a database between the ranks as BVLC's DataLayer does:
+counting the records in cursor order (on and on across passes), rank r of N reads those
+whose index % N == r; a TEST net reads everything (only the root solver tests). The rule
+lives in the cursor, `ShardedRecords`, which `open_records` returns, so any layer that
+reads a database (AnnotatedData) gets it by reading through that cursor.
 """
 from __future__ import annotations
 
 import atexit
-import os
 import queue
 import threading
 import weakref
@@ -35,8 +41,11 @@ import torch
 
 from .. import _config, _log
 from .. import data_transform
+from .. import db as _db
+from .. import parallel as _parallel
 from ..data_transform import DataTransformer
-from ..errors import LayerError, NetError
+from ..errors import ImageError, LayerError, NetError
+from ..image_file import decode_image, read_image
 from ..phase import Phase
 from ..proto import caffe_pb2
 from . import register
@@ -50,108 +59,85 @@ def _numpy_dtype() -> np.dtype:
     return np.dtype(torch.empty((), dtype=_config.dtype()).numpy().dtype)
 
 
-# ---- databases -----------------------------------------------------------------------------
+# ---- records ------------------------------------------------------------------------------
 
-# One lmdb.Environment per database file: LMDB forbids opening the same environment twice in a
-# process, and a TRAIN net and a TEST net (or two solvers) may read the same database.
-# The environments stay open for the life of the process: py-lmdb refuses a second open of a
-# path while an earlier environment is still being torn down (seen when a net holding a weak
-# reference was collected), and read-only environments cost only their memory map.
-_LMDB_ENVS: 'dict[str, object]' = {}
-_LMDB_LOCK = threading.Lock()
+class ShardedRecords:
+    """A database cursor (caffe.db.Cursor) that shows this rank only its share of the records.
+
+    Records are counted in cursor order across wrap-arounds (`offset`, BVLC's DataLayer
+    offset_); the cursor stops only on those with offset % count == rank. With one rank it
+    is the plain cursor. `value()` and `next()` behave as the plain cursor's: `next()` says
+    whether the database wrapped around on the way (logged as Caffe logs it).
+    """
+
+    def __init__(self, records, rank: int = 0, count: int = 1,
+                 restart_tag: str = 'data_layer.cpp'):
+        if count < 1 or not 0 <= rank < count:
+            raise ValueError('rank %d of %d solvers' % (rank, count))
+        self.records = records
+        self.rank, self.count = rank, count
+        self.restart_tag = restart_tag
+        self.offset = 0
+        self._to_mine()
+
+    def value(self) -> bytes:
+        return self.records.value()
+
+    def next(self) -> bool:
+        wrapped = self._advance()
+        return self._to_mine() or wrapped
+
+    def where(self) -> str:
+        """Names the current record: its key when the database has keys, else its position
+        in the stream."""
+        key = getattr(self.records, 'key', None)
+        return ('record %r' % key()) if key else ('record %d' % self.offset)
+
+    def skip(self, n: int) -> None:
+        """Pass over n records of the whole database (data_param.rand_skip), then go on to
+        this rank's next one."""
+        for _ in range(int(n)):
+            self._advance()
+        self._to_mine()
+
+    def _advance(self) -> bool:
+        wrapped = self.records.next()
+        if wrapped:
+            _log.info(self.restart_tag, 'Restarting data prefetching from start.')
+        self.offset += 1
+        return wrapped
+
+    def _to_mine(self) -> bool:
+        wrapped = False
+        while self.offset % self.count != self.rank:
+            wrapped = self._advance() or wrapped
+        return wrapped
 
 
-def _open_lmdb(source: str, layer: str):
+def open_records(data_param, layer: str, phase: int, kind: str = 'Data',
+                 restart_tag: str = 'data_layer.cpp') -> ShardedRecords:
+    """The records of `data_param.source` (LMDB or LevelDB by `data_param.backend`) as this
+    rank's share: every solver_count-th record in TRAIN, all of them in TEST, after
+    `data_param.rand_skip` records skipped at random as Caffe does."""
+    if not data_param.source:
+        raise NetError('layer %r (%s): data_param.source is empty' % (layer, kind))
+    lmdb = data_param.backend == caffe_pb2.DataParameter.LMDB
     try:
-        import lmdb
-    except ImportError:
-        raise NetError("layer %r (Data): backend LMDB needs the Python package 'lmdb' "
-                       "(pip install -r requirements.txt)" % layer) from None
-    path = os.path.realpath(source)
-    with _LMDB_LOCK:
-        env = _LMDB_ENVS.get(path)
-        if env is None:
-            if not os.path.exists(path):
-                raise NetError('layer %r (Data): cannot open LMDB %s: No such file or directory'
-                               % (layer, source))
-            try:
-                # Read-only without the lock file: datasets may sit on read-only disks, and
-                # nothing writes a training database while a net reads it.
-                env = lmdb.open(path, readonly=True, lock=False, subdir=os.path.isdir(path))
-            except lmdb.Error as e:
-                raise NetError('layer %r (Data): cannot open LMDB %s: %s' % (layer, source, e)) \
-                    from None
-            _LMDB_ENVS[path] = env
-    _log.info('db_lmdb.cpp', 'Opened lmdb %s' % source)
-    return env
-
-
-class _LMDBRecords:
-    """The values of an LMDB in key order, as a cursor that wraps around."""
-
-    def __init__(self, source: str, layer: str):
-        self.env = _open_lmdb(source, layer)
-        self.txn = self.env.begin(buffers=False)
-        self.cursor = self.txn.cursor()
-        if not self.cursor.first():
-            raise NetError('layer %r (Data): the database %s holds no records' % (layer, source))
-
-    def value(self) -> bytes:
-        return self.cursor.value()
-
-    def next(self) -> bool:
-        """Move on; True when the end was reached and the cursor went back to the first key."""
-        if self.cursor.next():
-            return False
-        self.cursor.first()
-        return True
-
-
-class _LevelDBRecords:
-    """The values of a LevelDB in key order (through plyvel), wrapping around."""
-
-    def __init__(self, source: str, layer: str):
-        try:
-            import plyvel
-        except ImportError:
-            hint = ''
-            if os.path.exists(os.path.join(source, 'data.mdb')):
-                hint = ' (%s looks like an LMDB: set data_param { backend: LMDB })' % source
-            raise NetError("layer %r (Data): backend LEVELDB (the default of data_param.backend) "
-                           "needs the Python package 'plyvel', which is not installed; convert the "
-                           "database to LMDB and set backend: LMDB, or pip install plyvel%s"
-                           % (layer, hint)) from None
-        try:
-            self.db = plyvel.DB(source, create_if_missing=False)
-        except Exception as e:  # plyvel raises its own IOError / Error types
-            raise NetError('layer %r (Data): cannot open LevelDB %s: %s' % (layer, source, e)) \
-                from None
-        _log.info('db_leveldb.cpp', 'Opened leveldb %s' % source)
-        self._restart()
-        if self._value is None:
-            raise NetError('layer %r (Data): the database %s holds no records' % (layer, source))
-
-    def _restart(self) -> None:
-        self._it = self.db.iterator(include_key=False)
-        self._value = next(self._it, None)
-
-    def value(self) -> bytes:
-        return self._value
-
-    def next(self) -> bool:
-        self._value = next(self._it, None)
-        if self._value is not None:
-            return False
-        self._restart()
-        return True
-
-
-def _solver_rank_count() -> Tuple[int, int]:
-    """(rank, number of solvers) of data-parallel training, (0, 1) when there is none."""
-    dist = getattr(torch, 'distributed', None)
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+        records = _db.Cursor(_db.open_db('lmdb' if lmdb else 'leveldb', data_param.source))
+    except _db.DBError as e:
+        hint = ''
+        if not lmdb and not data_param.HasField('backend'):
+            hint = ' (LEVELDB is the default of data_param.backend; for an LMDB set backend: LMDB)'
+        raise NetError('layer %r (%s): %s%s' % (layer, kind, e, hint)) from None
+    rank, count = _parallel.solver_rank(), _parallel.solver_count()
+    if phase == Phase.TEST:   # only the root solver tests: it reads every record
+        rank, count = 0, 1
+    sharded = ShardedRecords(records, rank, count, restart_tag)
+    if data_param.rand_skip:
+        skip = data_transform.engine_seed() % int(data_param.rand_skip)
+        _log.info(restart_tag, 'Skipping first %d data points.' % skip)
+        sharded.skip(skip)
+    return sharded
 
 
 # ---- batch makers (run on the prefetch thread) ---------------------------------------------
@@ -170,35 +156,22 @@ def _stack(images: List[np.ndarray], layer: str, what: Callable[[int], str]) -> 
 class _DatumBatches:
     """Reads batch_size Datums, decodes and transforms them: one batch per call."""
 
-    def __init__(self, records, transformer: DataTransformer, batch_size: int, labels: bool,
-                 layer: str, rank: int = 0, count: int = 1):
+    def __init__(self, records: ShardedRecords, transformer: DataTransformer, batch_size: int,
+                 labels: bool, layer: str):
         self.records = records
         self.transformer = transformer
         self.batch_size = batch_size
         self.labels = labels
         self.layer = layer
-        self.rank, self.count = rank, count
-        self.offset = 0
-
-    def _next(self) -> None:
-        if self.records.next():
-            _log.info('data_layer.cpp', 'Restarting data prefetching from start.')
-        self.offset += 1
-
-    def skip_to_mine(self) -> None:
-        """Data-parallel training: each solver takes every count-th record (Caffe's Skip)."""
-        while self.offset % self.count != self.rank:
-            self._next()
 
     def image(self, datum: caffe_pb2.Datum) -> np.ndarray:
         """A Datum's pixels as C x H x W (uint8 or float32)."""
         if datum.encoded:
-            import cv2
-            img = cv2.imdecode(np.frombuffer(datum.data, dtype=np.uint8),
-                               self.transformer.decode_flag())
-            if img is None:
-                raise LayerError('layer %r (Data): cannot decode the encoded image of record %d'
-                                 % (self.layer, self.offset))
+            try:
+                img = decode_image(np.frombuffer(datum.data, dtype=np.uint8),
+                                   self.transformer.decode_flag(), 'of ' + self.records.where())
+            except ImageError as e:
+                raise LayerError('layer %r (Data): %s' % (self.layer, e)) from None
             return img[np.newaxis] if img.ndim == 2 else img.transpose(2, 0, 1)
         self.transformer.note_raw_datum()
         shape = (datum.channels, datum.height, datum.width)
@@ -208,24 +181,22 @@ class _DatumBatches:
         else:
             arr = np.array(datum.float_data, dtype=np.float32)
         if arr.size != need or need == 0:
-            raise LayerError('layer %r (Data): record %d holds %d values but channels x height x '
-                             'width = %s' % (self.layer, self.offset, arr.size,
-                                             'x'.join(map(str, shape))))
+            raise LayerError('layer %r (Data): %s holds %d values but channels x height x width '
+                             '= %s' % (self.layer, self.records.where(), arr.size,
+                                       'x'.join(map(str, shape))))
         return arr.reshape(shape)
 
     def peek(self) -> np.ndarray:
         """The next record's image, without moving on (to shape the tops at setup)."""
-        self.skip_to_mine()
         return self.image(caffe_pb2.Datum.FromString(self.records.value()))
 
     def __call__(self) -> Batch:
         images, labels = [], np.empty(self.batch_size, dtype=self.transformer.dtype)
         for i in range(self.batch_size):
-            self.skip_to_mine()
             datum = caffe_pb2.Datum.FromString(self.records.value())
             images.append(self.image(datum))
             labels[i] = datum.label
-            self._next()
+            self.records.next()
         batch = _stack(images, self.layer, lambda i: 'item %d' % i)
         return self.transformer.transform(batch), (labels if self.labels else None)
 
@@ -254,9 +225,11 @@ class _ImageBatches:
         """Image `index` of the list as C x H x W uint8 (BGR or gray), resized if asked."""
         import cv2
         path = self.root + self.lines[index][0]
-        img = cv2.imread(path, cv2.IMREAD_COLOR if self.is_color else cv2.IMREAD_GRAYSCALE)
-        if img is None:
-            raise LayerError('layer %r (ImageData): Could not load %s' % (self.layer, path))
+        try:
+            img = read_image(path, cv2.IMREAD_COLOR if self.is_color else cv2.IMREAD_GRAYSCALE)
+        except ImageError as e:
+            raise LayerError('layer %r (ImageData): Could not load %s: %s'
+                             % (self.layer, path, e)) from None
         h, w = self.new_hw
         if h > 0 and w > 0:
             img = cv2.resize(img, (w, h))
@@ -344,7 +317,8 @@ def _stop_all_prefetchers() -> None:
 
 
 class _PrefetchingLayer(DataLayer):
-    """Shared by Data and ImageData: shapes the tops, runs the batch maker, hands out batches."""
+    """Shared by Data, ImageData, AnnotatedData and WindowData: shapes the tops, runs the
+    batch maker, hands out batches."""
 
     _prefetcher: Optional[_Prefetcher] = None
     _load: Optional[Callable[[], Batch]] = None
@@ -376,12 +350,12 @@ class _PrefetchingLayer(DataLayer):
     def __del__(self):
         self.close()
 
-    def _shape_tops(self, top, first_image: np.ndarray, batch_size: int, where: str) -> None:
-        shape = self.transformer.check(first_image.shape, NetError)
+    def _shape_tops(self, top, shape: Tuple[int, int, int], batch_size: int, where: str) -> None:
+        """Data top batch_size x `shape`, label top (when there is one) a label per item."""
         top[0].reshape(batch_size, *shape)
         if len(top) > 1:
             top[1].reshape(batch_size)
-        _log.info(where, 'output data size: %d,%d,%d,%d' % ((batch_size,) + shape))
+        _log.info(where, 'output data size: %d,%d,%d,%d' % ((batch_size,) + tuple(shape)))
 
 
 def _check_batch_size(layer: str, batch_size: int) -> int:
@@ -391,40 +365,39 @@ def _check_batch_size(layer: str, batch_size: int) -> int:
     return batch_size
 
 
-@register('Data')
-class Data(_PrefetchingLayer):
-    """Datums from an LMDB or LevelDB (see the module docstring)."""
+class _DatabaseLayer(_PrefetchingLayer):
+    """Shared by Data and AnnotatedData, whose batches are records of data_param.source."""
     min_top = 1
     max_top = 2
 
-    def setup(self, bottom, top):
+    def _open_source(self, transformer_class: type, where: str) -> Tuple[int, ShardedRecords]:
+        """The common start: check batch_size, warn of data_param's ignored transformation
+        fields, make `self.transformer`, open this rank's share of the records (after
+        rand_skip). Returns (batch_size, records)."""
         lp = self.layer_param
         p = lp.data_param
         name = lp.name
         batch_size = _check_batch_size(name, int(p.batch_size))
         for field in ('scale', 'mean_file', 'crop_size', 'mirror'):
             if p.HasField(field):
-                _log.warning('data_layer.cpp', 'layer %s: data_param.%s is deprecated and ignored; '
-                             'put it in transform_param' % (name, field))
-        self.transformer = DataTransformer(lp.transform_param, self.phase, name, _numpy_dtype(),
-                                           force_encoded_color=p.force_encoded_color)
-        if not p.source:
-            raise NetError('layer %r (Data): data_param.source is empty' % name)
-        if p.backend == caffe_pb2.DataParameter.LMDB:
-            records = _LMDBRecords(p.source, name)
-        else:
-            records = _LevelDBRecords(p.source, name)
-        rank, count = _solver_rank_count()
-        if self.phase == Phase.TEST:  # only one solver tests: it reads every record
-            rank, count = 0, 1
-        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1, name,
-                              rank, count)
-        if p.rand_skip:
-            skip = data_transform.engine_seed() % int(p.rand_skip)
-            _log.info('data_layer.cpp', 'Skipping first %d data points.' % skip)
-            for _ in range(skip):
-                maker._next()
-        self._shape_tops(top, maker.peek(), batch_size, 'data_layer.cpp')
+                _log.warning(where, 'layer %s: data_param.%s is deprecated and ignored; put it in '
+                             'transform_param' % (name, field))
+        self.transformer = transformer_class(lp.transform_param, self.phase, name, _numpy_dtype(),
+                                             force_encoded_color=p.force_encoded_color)
+        return batch_size, open_records(p, name, self.phase, self.type, where)
+
+
+@register('Data')
+class Data(_DatabaseLayer):
+    """Datums from an LMDB or LevelDB (see the module docstring)."""
+
+    def setup(self, bottom, top):
+        where = 'data_layer.cpp'
+        batch_size, records = self._open_source(DataTransformer, where)
+        maker = _DatumBatches(records, self.transformer, batch_size, len(top) > 1,
+                              self.layer_param.name)
+        shape = self.transformer.check(maker.peek().shape, NetError)
+        self._shape_tops(top, shape, batch_size, where)
         self.transformer.init_rand()
         self._start(maker)
 
@@ -466,7 +439,8 @@ class ImageData(_PrefetchingLayer):
             first = maker.image(maker.pos)
         except LayerError as e:
             raise NetError(str(e)) from None
-        self._shape_tops(top, first, batch_size, 'image_data_layer.cpp')
+        self._shape_tops(top, self.transformer.check(first.shape, NetError), batch_size,
+                         'image_data_layer.cpp')
         self.transformer.init_rand()
         self._start(maker)
 

@@ -113,6 +113,7 @@ class Reduction(TorchLayer):
 
     The top keeps the axes before `axis` (axis 0, the default, gives a scalar).
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from .. import _config
 from ..errors import ShapeError
 from .base import TorchLayer
-from .vision import canonical_axis
+from .vision import canonical_axis, positive
 from . import register
 
 
 @register('InnerProduct')
 class InnerProduct(TorchLayer):
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -40,6 +41,7 @@ class InnerProduct(TorchLayer):
         self.axis = canonical_axis(ip.axis, len(shape), self.layer_param.name)
         self.K = int(np.prod(shape[self.axis:], dtype=np.int64))
         self.N = ip.num_output
+        positive(self.layer_param.name, 'num_output', self.N)
         self.transpose = ip.transpose
         self.bias_term = ip.bias_term
         wshape = [self.K, self.N] if self.transpose else [self.N, self.K]
@@ -124,6 +126,7 @@ class InnerProduct(TorchLayer):
 @register('Embed')
 class Embed(TorchLayer):
     """A lookup table: integer indices in, rows of the (input_dim, num_output) weight out."""
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
     non_differentiable = (0,)
@@ -134,6 +137,8 @@ class Embed(TorchLayer):
     def setup(self, bottom, top):
         ep = self.layer_param.embed_param
         self.N, self.K, self.bias_term = ep.num_output, ep.input_dim, ep.bias_term
+        positive(self.layer_param.name, 'num_output', self.N)
+        positive(self.layer_param.name, 'input_dim', self.K)
         shapes = [[self.K, self.N]] + ([[self.N]] if self.bias_term else [])
         if not self.check_param_shapes(*shapes):
             self.add_param([self.K, self.N], ep.weight_filler)

@@ -34,6 +34,7 @@ def _legacy(shape: Sequence[int], i: int) -> int:
 
 class _Loss(Layer):
     """Common ground of Caffe's LossLayer: a scalar top and matching first dimensions."""
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
     is_loss = True

@@ -36,6 +36,7 @@ class ArgMax(Layer):
     1s to the bottom's axis count). With an axis, that axis becomes top_k long and holds
     indices, or values if out_max_val. No backward, as in Caffe.
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -98,6 +99,7 @@ class Accuracy(Layer):
     scalar (0 when every label is ignored); the optional second top holds each class's
     accuracy (0 for a class without labels). No backward, as in Caffe.
     """
+    allow_in_place = False
     exact_num_bottom = 2
     min_top = 1
     max_top = 2
@@ -108,6 +110,9 @@ class Accuracy(Layer):
     def setup(self, bottom, top):
         ap = self.layer_param.accuracy_param
         self.top_k = int(ap.top_k)
+        if self.top_k < 1:   # Caffe would report an accuracy of 0 whatever the scores
+            raise NetError('layer %r (Accuracy): top_k must be at least 1, got %d'
+                           % (self.layer_param.name, self.top_k))
         self.ignore = int(ap.ignore_label) if ap.HasField('ignore_label') else None
 
     def reshape(self, bottom, top):

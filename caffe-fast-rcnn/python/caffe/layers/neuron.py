@@ -280,6 +280,7 @@ class PReLU(Neuron):
 
 class _ExplicitNeuron(Layer):
     """Neuron layers with a hand-written backward (see the module docstring)."""
+    allow_in_place = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -290,6 +291,8 @@ class _ExplicitNeuron(Layer):
 @register('Threshold')
 class Threshold(_ExplicitNeuron):
     """y = 1 if x > threshold else 0. Caffe has no backward for it, so neither do we."""
+
+    backward_uses_forward_state = False
 
     def setup(self, bottom, top):
         self.threshold = float(self.layer_param.threshold_param.threshold)
@@ -351,14 +354,23 @@ class Dropout(_ExplicitNeuron):
         else:
             top[0].set_tensor(x * (1.0 - self.ratio))
 
+    def refresh_for_backward(self, bottom, top):
+        """The mask does not depend on the data: as in Caffe, backward keeps the one the last
+        forward drew. Before any forward (or after a reshape) one is drawn as forward would
+        (Caffe's would be its zero-filled buffer, a gradient of zeros)."""
+        x = bottom[0].tensor
+        if self._mask is None or self._mask.shape != x.shape:
+            self._mask = self._factor(x)
+
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
         dy = top[0].diff_tensor
         if self.phase == Phase.TRAIN:
             if self._mask is None or self._mask.shape != dy.shape:
-                raise LayerError('layer %r (Dropout): backward before forward'
-                                 % self.layer_param.name)
+                raise LayerError('layer %r (Dropout): no mask for a top diff of shape %s (the '
+                                 'last forward saw another shape)'
+                                 % (self.layer_param.name, tuple(dy.shape)))
             bottom[0].set_diff_tensor(_times(dy, self._mask))
         elif self.scale_train:
             bottom[0].set_diff_tensor(dy.clone())

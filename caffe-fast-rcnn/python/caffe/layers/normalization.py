@@ -97,6 +97,7 @@ class LRN(Layer):
     top = x * scale^-beta;  bottom_diff = top_diff * scale^-beta
           - 2*alpha*beta/n' * x * window_sum(top_diff * top / scale)  (n' = n or n^2)
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
     # Under bf16 the bottom stays as the convolution left it (bf16, channels-last): each
@@ -233,6 +234,7 @@ class BatchNorm(Layer):
     ones. The blobs are never learned: like Caffe, setup appends `param { lr_mult: 0 }`
     for each blob the prototxt did not configure and rejects a non-zero lr_mult.
     """
+    allow_in_place = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -277,7 +279,13 @@ class BatchNorm(Layer):
         return x.reshape(x.shape[0] if x.dim() else 1, self.channels, -1)
 
     def forward(self, bottom, top):
-        x = bottom[0].tensor
+        top[0].set_tensor(self._normalise(bottom[0].tensor, update_stats=True))
+
+    def refresh_for_backward(self, bottom, top):
+        """Backward's state from the current bottom, without counting it in the statistics."""
+        self._normalise(bottom[0].tensor, update_stats=False)
+
+    def _normalise(self, x: torch.Tensor, update_stats: bool) -> torch.Tensor:
         x3 = self._view(x)
         if self.use_global:
             s = float(self.blobs[2].tensor.reshape(-1)[0])
@@ -289,6 +297,7 @@ class BatchNorm(Layer):
             mean = x3.mean(dim=(0, 2))
             centred = x3 - mean[None, :, None]
             var = (centred * centred).mean(dim=(0, 2))
+        if update_stats and not self.use_global:
             f = self.fraction
             m = x.numel() // self.channels
             correction = m / (m - 1.0) if m > 1 else 1.0
@@ -301,7 +310,7 @@ class BatchNorm(Layer):
         std = torch.sqrt(var + self.eps)
         y = centred / std[None, :, None]
         self._saved = (y, std)
-        top[0].set_tensor(y.reshape(x.shape))
+        return y.reshape(x.shape)
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
@@ -353,6 +362,7 @@ def _expand(p: torch.Tensor, axis: int, ndim: int) -> torch.Tensor:
 @register('Bias')
 class Bias(TorchLayer):
     """top = bottom[0] + b, b learned (one bottom) or given as bottom[1], broadcast from `axis`."""
+    allow_in_place = True
     min_bottom = 1
     max_bottom = 2
     exact_num_top = 1
@@ -386,6 +396,7 @@ class Scale(TorchLayer):
     The learned scale defaults to ones; with bias_term a bias blob of the same span (from
     bias_filler, zeros by default) is the last parameter, as in Caffe's inner Bias layer.
     """
+    allow_in_place = True
     min_bottom = 1
     max_bottom = 2
     exact_num_top = 1
@@ -458,6 +469,7 @@ class MVN(Layer):
     width) as Caffe's Reshape does. Backward is Caffe's:
     (dy - mean(dy) - y * mean(dy * y)) / (sqrt(var) + eps), or dy - mean(dy).
     """
+    allow_in_place = True
     exact_num_bottom = 1
     exact_num_top = 1
 

@@ -23,6 +23,7 @@ from . import register
 
 @register('Parameter')
 class Parameter(Layer):
+    backward_uses_forward_state = False
     """top = the layer's one learnable blob; see the module docstring."""
     exact_num_bottom = 0
     exact_num_top = 1

@@ -40,5 +40,6 @@ class PythonLayer(Layer):
         if cls.__init__ is not Layer.__init__:
             cls.__init__(obj, lp)
         obj.param_str = pp.param_str
+        obj.backward_uses_forward_state = False  # the user's backward is the user's
         obj.param_str_ = pp.param_str
         return obj

@@ -103,6 +103,7 @@ def lstm_unit_step(c_prev: torch.Tensor, gates: torch.Tensor,
 class _Recurrent(TorchLayer):
     """What RNN and LSTM share: bottoms, state handling, shape checks (Caffe's
     RecurrentLayer). Subclasses give the state names, the parameter list and the step loop."""
+    allow_in_place = False
 
     run_in_bf16 = False
     # Names of the recurrent states, in Caffe's order of the exposed bottoms and tops.
@@ -230,6 +231,15 @@ class _Recurrent(TorchLayer):
             buf.zero_()
 
     # ---- running ---------------------------------------------------------------------------------
+    def refresh_for_backward(self, bottom, top):
+        """Backward from the current bottoms; with no forward before it, the pass starts from
+        the carried state as it is now (zeros after setup or reset)."""
+        super().refresh_for_backward(bottom, top)
+        if not self.expose and len(self._start) != len(self._carry):
+            x, count = bottom[0].tensor, self.N * self.H
+            self._start = [buf[:count].reshape(1, self.N, self.H).to(
+                dtype=x.dtype, device=x.device, copy=True) for buf in self._carry]
+
     def run_forward(self, bottom, top):
         if not self.expose:
             x = bottom[0].tensor
@@ -342,6 +352,7 @@ class LSTMUnit(TorchLayer):
     """One LSTM step: bottoms c_prev (1 x N x H), gate input (1 x N x 4H, blocks i, f, o, g),
     cont (1 x N); tops c and h (1 x N x H). See `_LSTMUnitStep` for the equations and
     Caffe's backward; cont gets no gradient (Caffe refuses to compute one)."""
+    allow_in_place = False
     exact_num_bottom = 3
     exact_num_top = 2
     non_differentiable = (2,)

@@ -19,12 +19,19 @@ only visits cells inside [start, end]. The rois get no gradient.
 from __future__ import annotations
 
 import torch
-import torchvision  # noqa: F401  (registers torch.ops.torchvision)
 
 from .. import _log
 from ..errors import NetError, ShapeError
 from ..layer import Layer
 from . import register
+
+
+def _torchvision_ops():
+    """torch.ops.torchvision, registered by importing torchvision on first use: the import
+    costs about two seconds of start-up, which processes without RoI pooling (the tools,
+    data-parallel ranks of other nets) should not pay."""
+    import torchvision  # noqa: F401  (registers torch.ops.torchvision)
+    return torch.ops.torchvision
 
 
 def caffe_round(v: torch.Tensor) -> torch.Tensor:
@@ -46,6 +53,7 @@ def scaled_rois(rois: torch.Tensor, spatial_scale: float) -> torch.Tensor:
 @register('ROIPooling')
 class ROIPooling(Layer):
     """See the module docstring."""
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -59,6 +67,9 @@ class ROIPooling(Layer):
         self.pooled_h = int(p.pooled_h)
         self.pooled_w = int(p.pooled_w)
         self.spatial_scale = float(p.spatial_scale)
+        if not self.spatial_scale > 0:   # 0 would map every RoI onto the feature map's corner
+            raise NetError('layer %r: spatial_scale must be positive (1 / the feature stride, '
+                           'e.g. 0.0625), got %g' % (name, self.spatial_scale))
         _log.info('roi_pooling_layer.cpp:35', 'Spatial scale: %g' % self.spatial_scale)
         self._saved = None
 
@@ -86,7 +97,7 @@ class ROIPooling(Layer):
                 raise ShapeError('layer %r: RoI batch index %d out of range [0, %d)'
                                  % (self.layer_param.name, int(lo if lo < 0 else hi), x.shape[0]))
         boxes = scaled_rois(rois, self.spatial_scale)
-        out, argmax = torch.ops.torchvision.roi_pool(x.contiguous(), boxes, 1.0,
+        out, argmax = _torchvision_ops().roi_pool(x.contiguous(), boxes, 1.0,
                                                      self.pooled_h, self.pooled_w)
         self._saved = (boxes, argmax, tuple(x.shape))
         top[0].set_tensor(out)
@@ -102,6 +113,6 @@ class ROIPooling(Layer):
         malformed = (boxes[:, 3] < boxes[:, 1]) | (boxes[:, 4] < boxes[:, 2])
         if bool(malformed.any()):
             grad = grad * (~malformed).to(grad.dtype)[:, None, None, None]
-        dx = torch.ops.torchvision._roi_pool_backward(
+        dx = _torchvision_ops()._roi_pool_backward(
             grad.contiguous(), boxes, argmax, 1.0, self.pooled_h, self.pooled_w, n, c, h, w)
         bottom[0].set_diff_tensor(dx)

@@ -24,9 +24,11 @@ from . import register
 @register('Split')
 class Split(Layer):
     """Copies its bottom to every top (sharing memory); backward sums the tops' diffs."""
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
     run_in_bf16 = True
+    backward_uses_forward_state = False
 
     def reshape(self, bottom, top):
         for t in top:
@@ -58,6 +60,7 @@ class Silence(Layer):
     min_bottom = 1
     exact_num_top = 0
     run_in_bf16 = True
+    backward_uses_forward_state = False
 
     def forward(self, bottom, top):
         pass
@@ -100,6 +103,8 @@ def _check_axis_fields(layer: Layer, param, legacy_field: str) -> None:
 @register('Concat')
 class Concat(Layer):
     """Joins the bottoms along concat_param.axis (default 1, or the legacy concat_dim)."""
+    backward_uses_forward_state = False
+    allow_in_place = False
     min_bottom = 1
     exact_num_top = 1
     run_in_bf16 = True
@@ -138,7 +143,8 @@ class Concat(Layer):
             if propagate_down[0]:
                 bottom[0].set_diff_tensor(dy)
             return
-        for b, part, pd in zip(bottom, torch.split(dy, self.sizes, dim=self.axis), propagate_down):
+        sizes = [b.shape[self.axis] for b in bottom]  # the bottoms as they are now, as Caffe
+        for b, part, pd in zip(bottom, torch.split(dy, sizes, dim=self.axis), propagate_down):
             if pd:
                 b.set_diff_tensor(_dense_copy(part, dy))
 
@@ -146,6 +152,8 @@ class Concat(Layer):
 @register('Slice')
 class Slice(Layer):
     """Cuts the bottom along slice_param.axis at slice_point (or into equal parts)."""
+    backward_uses_forward_state = False
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
     run_in_bf16 = True
@@ -218,6 +226,7 @@ class BatchReindex(Layer):
     for one is Caffe's "Cannot backprop to index." error, and force_backward leaves it alone
     (BVLC would abort on such a net; here the index is treated like a loss layer's label).
     """
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
 
@@ -275,6 +284,7 @@ class Filter(Layer):
     selector gets no gradient ("FilterLayer cannot backpropagate to filter index inputs"),
     and force_backward leaves it alone.
     """
+    allow_in_place = False
     min_bottom = 2
     min_top = 1
 

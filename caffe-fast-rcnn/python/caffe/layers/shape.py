@@ -31,8 +31,10 @@ class _View(Layer):
     memory (a torch view), so the layer costs nothing; Caffe shares data and diff too and,
     like Caffe, refuses to work in place.
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
+    backward_uses_forward_state = False
 
     def top_shape(self, shape: Tuple[int, ...]) -> Tuple[int, ...]:
         raise NotImplementedError
@@ -137,6 +139,7 @@ class Flatten(_View):
 @register('Tile')
 class Tile(TorchLayer):
     """Repeats the block from `axis` on `tiles` times (np.tile along that axis)."""
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -170,6 +173,7 @@ class Crop(TorchLayer):
     One offset applies to every cropped axis, several give one per axis; bottom 1 only
     lends its shape and never gets a gradient.
     """
+    allow_in_place = False
     exact_num_bottom = 2
     exact_num_top = 1
     non_differentiable = (1,)

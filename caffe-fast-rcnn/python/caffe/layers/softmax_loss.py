@@ -40,6 +40,7 @@ def normalizer(loss_param, outer: int, inner: int, valid: int) -> float:
 
 @register('Softmax')
 class Softmax(TorchLayer):
+    allow_in_place = True
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -61,6 +62,7 @@ class Softmax(TorchLayer):
 
 @register('SoftmaxWithLoss')
 class SoftmaxWithLoss(Layer):
+    allow_in_place = False
     min_bottom = 2
     max_bottom = 2
     min_top = 1

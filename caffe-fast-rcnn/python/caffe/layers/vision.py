@@ -46,6 +46,23 @@ def _spatial(values, h, w, default, n, what, layer):
     return [int(v) for v in values]
 
 
+def positive(layer: str, what: str, values) -> None:
+    """Caffe's CHECK_GT(x, 0) on layer parameters, as a NetError naming the layer (instead
+    of a ZeroDivisionError from a filler or a shape computation later)."""
+    vals = list(values) if isinstance(values, (list, tuple)) else [values]
+    if any(v <= 0 for v in vals):
+        raise NetError('layer %r: %s must be positive, got %s'
+                       % (layer, what, vals[0] if len(vals) == 1 else vals))
+
+
+def _check_out_size(layer: str, sizes, outs, what: str) -> None:
+    """A window larger than its (padded) input leaves no output: say so, naming the layer."""
+    for i, (size, o) in enumerate(zip(sizes, outs)):
+        if o <= 0:
+            raise ShapeError('layer %r: spatial axis %d of the bottom has size %d, too small for '
+                             'the %s (output size would be %d)' % (layer, i, size, what, o))
+
+
 def canonical_axis(axis: int, num_axes: int, layer: str) -> int:
     if not -num_axes <= axis < num_axes:
         raise ShapeError('layer %r: axis %d out of range for a %d-axis blob' % (layer, axis, num_axes))
@@ -54,6 +71,7 @@ def canonical_axis(axis: int, num_axes: int, layer: str) -> int:
 
 @register('Convolution')
 class Convolution(TorchLayer):
+    allow_in_place = False
     exact_num_top = None
     min_bottom = 1
     transposed = False
@@ -79,6 +97,10 @@ class Convolution(TorchLayer):
         self.dilation = _spatial(cp.dilation, None, None, 1, n, 'dilation', name)
         if any(k <= 0 for k in self.kernel):
             raise NetError('layer %r: kernel size must be given and positive' % name)
+        positive(name, 'stride', self.stride)
+        positive(name, 'dilation', self.dilation)
+        positive(name, 'num_output', cp.num_output)
+        positive(name, 'group', cp.group)
         channels = shape[self.axis]
         self.group = cp.group
         if channels % self.group or cp.num_output % self.group:
@@ -110,6 +132,9 @@ class Convolution(TorchLayer):
                 raise ShapeError('layer %r: bottom %s has %d channels, the weights expect %d'
                                  % (self.layer_param.name, shape, shape[self.axis], self.channels))
             spatial = [self._out_size(i, s) for i, s in enumerate(shape[self.axis + 1:])]
+            _check_out_size(self.layer_param.name, shape[self.axis + 1:], spatial,
+                            'kernel %s (dilation %s) with pad %s' % (self.kernel, self.dilation,
+                                                                     self.pad))
             t.reshape(*(tuple(shape[:self.axis]) + (self.num_output,) + tuple(spatial)))
 
     def compute(self, *xs):
@@ -187,6 +212,7 @@ class Deconvolution(Convolution):
 
 @register('Pooling')
 class Pooling(TorchLayer):
+    allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
     max_top = 2  # a second top (MAX only) holds the argmax mask, as in Caffe
@@ -214,6 +240,8 @@ class Pooling(TorchLayer):
         self.stride = [pp.stride_h, pp.stride_w] if pp.HasField('stride_h') else [pp.stride] * 2
         if pp.global_pooling:
             self.pad, self.stride = [0, 0], [1, 1]
+        positive(name, 'kernel size', self.kernel)
+        positive(name, 'stride', self.stride)
         if any(p >= k for p, k in zip(self.pad, self.kernel)):
             raise NetError('layer %r: pad (%s) must be smaller than the kernel (%s)'
                            % (name, self.pad, self.kernel))
@@ -241,6 +269,8 @@ class Pooling(TorchLayer):
         if self.global_pooling:
             self.kernel = list(bottom[0].shape[2:])
         shape = self.out_shape(bottom[0].shape)
+        _check_out_size(self.layer_param.name, bottom[0].shape[2:], shape[2:],
+                        'kernel %s with pad %s' % (self.kernel, self.pad))
         for t in top:
             t.reshape(*shape)
 
@@ -334,6 +364,7 @@ class SPP(TorchLayer):
     for STOCHASTIC, so every level must tile the image exactly (H and W divisible by
     2^(pyramid_height - 1)).
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 
@@ -386,11 +417,22 @@ class SPP(TorchLayer):
         # STOCHASTIC in TRAIN: draw the uniforms here, so that a recomputing backward
         # samples the same cells as forward did.
         if self.method == _SPP.STOCHASTIC and self.phase == Phase.TRAIN:
-            x = bottom[0].tensor
-            gen = _config.generator(x.device)
-            self._draws = [torch.rand(tuple(x.shape[:2]) + tuple(l.out) + (1,), generator=gen,
-                                      dtype=x.dtype, device=x.device) for l in self.levels]
+            self._draw(bottom[0].tensor)
         super().run_forward(bottom, top)
+
+    def refresh_for_backward(self, bottom, top):
+        """Keeps forward's draws (they do not depend on the data) unless there are none for
+        this shape yet."""
+        super().refresh_for_backward(bottom, top)
+        x = bottom[0].tensor
+        if self.method == _SPP.STOCHASTIC and self.phase == Phase.TRAIN and (
+                self._draws is None or self._draws[0].shape[:2] != x.shape[:2]):
+            self._draw(x)
+
+    def _draw(self, x: torch.Tensor) -> None:
+        gen = _config.generator(x.device)
+        self._draws = [torch.rand(tuple(x.shape[:2]) + tuple(l.out) + (1,), generator=gen,
+                                  dtype=x.dtype, device=x.device) for l in self.levels]
 
     def _pool(self, x: torch.Tensor, i: int, lvl: _SPPLevel) -> torch.Tensor:
         if self.method == _SPP.MAX:
@@ -460,6 +502,7 @@ class Im2col(TorchLayer):
     offset (last spatial axis fastest), as Caffe's im2col and im2col_nd; cells outside the
     image are 0. Backward (col2im) sums each column's diff back into the image.
     """
+    allow_in_place = False
     exact_num_bottom = 1
     exact_num_top = 1
 

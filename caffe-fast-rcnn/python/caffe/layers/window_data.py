@@ -43,7 +43,8 @@ import numpy as np
 
 from .. import _log, data_transform
 from ..data_transform import DataTransformer
-from ..errors import LayerError, NetError
+from ..errors import ImageError, LayerError, NetError
+from ..image_file import decode_image, read_image
 from . import register
 from .db_data import Batch, _check_batch_size, _numpy_dtype, _PrefetchingLayer
 
@@ -260,14 +261,14 @@ class _WindowBatches:
     def _image(self, index: int) -> np.ndarray:
         import cv2
         path = self.windows.images[index][0]
-        if self.cached is not None:
-            img = cv2.imdecode(self.cached[index], cv2.IMREAD_COLOR)
-        else:
-            img = cv2.imread(path, cv2.IMREAD_COLOR)
-        if img is None:
+        try:
+            if self.cached is not None:
+                return decode_image(self.cached[index], cv2.IMREAD_COLOR, path)
+            return read_image(path, cv2.IMREAD_COLOR)
+        except ImageError as e:
             raise LayerError('layer %r (WindowData): Could not open or find file %s (image %d of '
-                             'window file %s)' % (self.name, path, index, self.source))
-        return img
+                             'window file %s): %s' % (self.name, path, index, self.source, e)) \
+                from None
 
     def sample(self) -> Tuple[np.ndarray, np.ndarray]:
         """The batch's windows (background first) and their mirror flags."""

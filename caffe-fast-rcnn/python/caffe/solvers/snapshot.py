@@ -14,7 +14,7 @@ from typing import Callable, List, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import _log, protoio
+from .. import _log, atomic_files, protoio
 from .. import weights as _weights
 from ..errors import ParseError
 from ..net import Net
@@ -91,36 +91,32 @@ def write_state_binary(path: str, it: int, learned_net: str, current_step: int,
     """A .solverstate (binary SolverState) written atomically."""
     chunks = solver_state_chunks(it, learned_net, current_step,
                                  [h.detach().cpu().numpy() for h in history])
-    write_chunks = getattr(protoio, 'atomic_write_chunks', None)
-    if write_chunks is not None:
-        write_chunks(path, chunks)
-    else:
-        protoio.atomic_write(path, b''.join(bytes(c) for c in chunks))
+    atomic_files.write_chunks(path, chunks)
 
 
 def write_state_hdf5(path: str, it: int, learned_net: str, current_step: int,
                      history: Sequence[torch.Tensor]) -> None:
     """A .solverstate.h5 (Caffe's datasets iter, learned_net, current_step, history/<i>),
-    written to a temporary file in the same folder, synced, then renamed into place."""
+    written atomically (atomic_files)."""
     import h5py
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    tmp = os.path.join(folder, '.%s.%d.tmp' % (os.path.basename(path), os.getpid()))
-    try:
-        with h5py.File(tmp, 'w') as f:
-            f.create_dataset('iter', data=np.array([it], np.int32))
-            f.create_dataset('learned_net', data=np.bytes_(learned_net.encode('utf-8')))
-            f.create_dataset('current_step', data=np.array([current_step], np.int32))
-            g = f.create_group('history')
-            for i, h in enumerate(history):
-                g.create_dataset(str(i), data=h.detach().cpu().numpy())
-        with open(tmp, 'rb') as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_files.atomic_path(path) as tmp, h5py.File(tmp, 'w') as f:
+        f.create_dataset('iter', data=np.array([it], np.int32))
+        f.create_dataset('learned_net', data=np.bytes_(learned_net.encode('utf-8')))
+        f.create_dataset('current_step', data=np.array([current_step], np.int32))
+        g = f.create_group('history')
+        for i, h in enumerate(history):
+            g.create_dataset(str(i), data=h.detach().cpu().numpy())
+
+
+def remove_stale_temps(prefix: str) -> List[str]:
+    """Delete what killed snapshot writes of `<prefix>_iter_N.*` left behind (see
+    atomic_files.remove_stale_temps); logs each file removed."""
+    folder = os.path.dirname(os.path.abspath(prefix + '_iter_0'))
+    removed = atomic_files.remove_stale_temps(folder, os.path.basename(prefix) + '_iter_')
+    for path in removed:
+        _log.info(SOLVER_CPP + ':447', 'Removed the temporary file of an interrupted snapshot: '
+                  + path)
+    return removed
 
 
 # ---- solver state: reading ---------------------------------------------------------------------
