@@ -93,6 +93,11 @@ class InnerProduct(TorchLayer):
         self._inputs, self._outs, self._leaves, self._params = [x], None, None, None
         top[0].set_tensor(y)
 
+    def refresh_for_backward(self, bottom, top):
+        """Backward from the bottom as it is now: forward's bf16 casts are of the old data."""
+        super().refresh_for_backward(bottom, top)
+        self._low = None
+
     def run_backward(self, top, propagate_down, bottom):
         """Caffe's backward written out: the weight gradient is accumulated by the GEMM itself
         (beta = 1 into the diff), where autograd would return a fresh weight-sized tensor to be

@@ -166,6 +166,16 @@ class Convolution(TorchLayer):
         if len(bottom) != 1:
             self._w = None
             return super().run_forward(bottom, top)
+        x, w, b = self._operands(bottom)
+        with torch.no_grad():
+            y = self._conv(x, w, b)
+        self._inputs, self._outs, self._leaves, self._params = [x], [y], None, None
+        self._w = w
+        top[0].set_tensor(y)
+
+    def _operands(self, bottom):
+        """The bottom, weights and bias as the convolution computes with them: under bf16,
+        the bottom cast and laid out channels-last in one pass, the parameters cast."""
         lowp = _config.low_precision() if self.run_in_bf16 else None
         x = bottom[0].tensor
         w = self.blobs[0].tensor
@@ -176,11 +186,15 @@ class Convolution(TorchLayer):
                 x = x.to(dtype=lowp, memory_format=fmt)
             w = w.to(lowp)
             b = b.to(lowp) if b is not None else None
-        with torch.no_grad():
-            y = self._conv(x, w, b)
-        self._inputs, self._outs, self._leaves, self._params = [x], [y], None, None
-        self._w = w
-        top[0].set_tensor(y)
+        return x, w, b
+
+    def refresh_for_backward(self, bottom, top):
+        """Backward from the bottom and weights as they are now (Caffe reads the blobs),
+        cast as forward casts them, so that a bf16 backward stays in one type."""
+        if len(bottom) != 1 or getattr(self, '_w', None) is None:
+            return super().refresh_for_backward(bottom, top)
+        x, self._w, _ = self._operands(bottom)
+        self._inputs, self._outs = [x], None
 
     def run_backward(self, top, propagate_down, bottom):
         if self._inputs is None or len(bottom) != 1 or getattr(self, '_w', None) is None:
