@@ -2,13 +2,16 @@
 
     python benchmarks/bench_engine.py [--nets zf,vgg16] [--iters 7] [--bf16] [--forward-only]
                                       [--upto LAYER] [--drop TYPE,...] [--threads N]
+                                      [--gemm auto|on|off] [--ops]
 
 For each net (names `zf`, `vgg16` stand for /work/shared/bench/*_fast_rcnn_train.prototxt;
 any other value is a prototxt path) this builds
 
 * the engine's `caffe.Net` in TRAIN, inputs synthesised as shared/bench/run_bench.py does
   (RoIs inside the image, 25% foreground labels, regression targets on the label's class),
-  timed as `net.forward(); net.backward()`;
+  timed as a solver's step runs it: `net.clear_param_diffs(lazy=True); net.forward();
+  net.backward()` (Caffe's Solver::Step clears the diffs first, as plain PyTorch's
+  zero_grad());
 * a plain-PyTorch `nn.Module` with the same layers: `nn.Conv2d`, in-place ReLU, LRN written
   with torch ops, `max_pool2d(ceil_mode=True)`, `torchvision.ops.roi_pool`, `nn.Linear`,
   dropout, `cross_entropy` and smooth-L1, the engine's initial weights copied in, and
@@ -19,11 +22,16 @@ Engine and plain steps alternate, so drifts of the machine hit both alike; the f
 `--warmup` steps of each are not timed (they create oneDNN primitives and touch memory for
 the first time). Printed per net: median seconds of each, engine/plain of the medians, and
 the median of the per-step ratios (each engine step against the plain step right after it,
-the figure least moved by other load on a shared machine).
+the figure least moved by other load on a shared machine), and the same for the process's
+CPU time per step (all threads; with --threads 1 exactly the step's own work).
 
 `--bf16` runs both sides in bfloat16 autocast with channels-last activations (the engine
 through `caffe.set_precision('bf16')`), and prints how far the engine's losses, outputs and
-gradients moved from fp32 (see _bf16_accuracy).
+gradients moved from fp32 (see _bf16_accuracy). Plain PyTorch's autocast always multiplies
+in bf16; the engine's inner products do where the hardware has native bf16 dot products
+(AMX, AVX512-BF16) unless `--gemm on|off` forces it (caffe.set_bf16_matmuls).
+`--ops` prints, per side, what one step moves through memory (casts, layout changes,
+copies, fills, element-wise passes; see op_census.py): a figure no other load can move.
 `--upto LAYER` keeps the layers up to LAYER (and `--drop TYPE` removes layers of a type,
 wiring their bottom through), so the conv body alone can be timed; a net cut before its
 losses is trained against a fixed gradient on its outputs (force_backward).
@@ -225,6 +233,8 @@ class EngineSide:
                           for n in self.net.outputs if n not in self.loss_names}
 
     def step(self) -> Dict[str, float]:
+        if not self.forward_only:
+            self.net.clear_param_diffs(lazy=True)  # as the solver does
         out = self.net.forward()
         if not self.forward_only:
             self.net.backward(**self.out_diffs)
@@ -287,22 +297,29 @@ def bench_net(name: str, args, tmp: str) -> Dict[str, object]:
     caffe.set_precision('bf16' if args.bf16 else 'fp32')
     engine = EngineSide(path, inputs, args.forward_only)
     plain = PlainSide(net_param, engine.net, inputs, args.forward_only, args.bf16)
-    t_engine, t_plain = [], []
+    t_engine, t_plain, c_engine, c_plain = [], [], [], []
     loss_e = loss_p = {}
     for i in range(args.warmup + args.iters):
-        for side, times in ((engine, t_engine), (plain, t_plain)):
-            t0 = time.perf_counter()
+        for side, times, cpus in ((engine, t_engine, c_engine), (plain, t_plain, c_plain)):
+            t0, p0 = time.perf_counter(), time.process_time()
             losses = side.step()
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - p0
             if i >= args.warmup:
                 times.append(dt)
+                cpus.append(dc)
             if side is engine:
                 loss_e = losses
             else:
                 loss_p = losses
+    if args.ops:
+        from op_census import census, format_rows
+        result_ops = format_rows(census(engine.step), census(plain.step))
     result = {'net': os.path.basename(path), 'engine': statistics.median(t_engine),
               'plain': statistics.median(t_plain), 'engine_all': t_engine, 'plain_all': t_plain,
+              'engine_cpu': c_engine, 'plain_cpu': c_plain,
               'loss_engine': loss_e, 'loss_plain': loss_p}
+    if args.ops:
+        result['ops'] = result_ops
     if args.bf16:
         result['loss_err'] = _bf16_accuracy(path, inputs)
     caffe.set_precision('fp32')
@@ -368,7 +385,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     ap.add_argument('--upto', default=None, help='keep layers up to this one (sub-net)')
     ap.add_argument('--drop', default='', help='comma list of layer types to leave out')
     ap.add_argument('--threads', type=int, default=0, help='torch.set_num_threads (0: default)')
+    ap.add_argument('--gemm', default='auto', choices=('auto', 'on', 'off'),
+                    help="engine's inner products in bf16 under --bf16: by the hardware (auto) "
+                         "or forced")
+    ap.add_argument('--ops', action='store_true',
+                    help='also print what one step of each side moves through memory')
     args = ap.parse_args(argv)
+    caffe.set_bf16_matmuls(args.gemm)
     if args.threads:
         torch.set_num_threads(args.threads)
     caffe.set_mode_cpu()
@@ -377,6 +400,8 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     print('torch %s, %d threads, %s, %d timed steps (median s); freed-memory reuse %s (both sides)'
           % (torch.__version__, torch.get_num_threads(), mode, args.iters,
              'on' if _config.memory_reuse_enabled() else 'off'))
+    from _machine import describe
+    print(describe(torch, _config))
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in [n for n in args.nets.split(',') if n]:
@@ -386,9 +411,14 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print('%-34s engine %.3f s  plain %.3f s  engine/plain %.2fx  (median of paired '
                   'step ratios %.2fx)' % (r['net'], r['engine'], r['plain'],
                                           r['engine'] / r['plain'], paired))
+            from _machine import ratio_line
+            print('    %s' % ratio_line(r['engine_all'], r['plain_all'], r['engine_cpu'],
+                                        r['plain_cpu']))
             print('    engine steps %s' % ' '.join('%.3f' % t for t in r['engine_all']))
             print('    plain  steps %s' % ' '.join('%.3f' % t for t in r['plain_all']))
             print('    losses engine %s plain %s' % (_fmt(r['loss_engine']), _fmt(r['loss_plain'])))
+            if 'ops' in r:
+                print(r['ops'])
             if 'loss_err' in r:
                 print('    engine bf16 vs fp32, relative error (He-scaled weights): %s'
                       % _fmt(r['loss_err']))

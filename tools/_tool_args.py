@@ -77,6 +77,35 @@ def add_set_arg(parser, set_help='set config keys'):
                         nargs=argparse.REMAINDER)
 
 
+BF16_HELP = ('compute in bfloat16 (as CAFFE_BF16=1 does): convolutions, and inner products '
+             'where the hardware multiplies bf16 natively (AMX, AVX512-BF16, GPUs); weights, '
+             'gradients, losses and Python layers stay float32')
+
+
+def add_precision_arg(parser):
+    """`--bf16`: run the nets in bfloat16 (caffe.set_precision('bf16')); see BF16_HELP.
+    Without it the precision is the engine's default, bf16 if CAFFE_BF16=1 is set."""
+    parser.add_argument('--bf16', dest='bf16', help=BF16_HELP, action='store_true')
+
+
+def apply_precision(args):
+    """Make `--bf16` take effect, here and in the processes this one starts (the alt-opt
+    stages run in spawned children, which read CAFFE_BF16 when they import caffe), and
+    say which precision the nets compute in. Returns 'bf16' or 'fp32'."""
+    import caffe
+    from caffe import _config
+    if getattr(args, 'bf16', False):
+        os.environ['CAFFE_BF16'] = '1'
+        caffe.set_precision('bf16')
+    precision = caffe.get_precision()
+    if precision == 'bf16':
+        dev = _config.device()
+        print('Compute precision: bf16 (convolutions in bf16; inner products in %s; CPU native '
+              'bf16: %s)' % ('bf16' if _config.low_precision_matmuls_pay(dev) else 'fp32',
+                             _config.cpu_bf16_support() or 'none'))
+    return precision
+
+
 def parse_or_help(parser, argv=None):
     """Parse `argv` (the command line if None); with no arguments at all, print the help
     and exit with status 1, as py-faster-rcnn's tools do."""

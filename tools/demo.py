@@ -26,7 +26,8 @@ from fast_rcnn.test import im_detect  # noqa: E402
 from utils.device import setup_caffe_device  # noqa: E402
 from utils.timer import Timer  # noqa: E402
 
-from _tool_args import add_cfg_arg, add_device_args, add_set_arg, load_cfg  # noqa: E402
+from _tool_args import (add_cfg_arg, add_device_args, add_precision_arg, add_set_arg,  # noqa: E402
+                        apply_precision, load_cfg)
 
 CLASSES = ('__background__', 'aeroplane', 'bicycle', 'bird', 'boat', 'bottle', 'bus', 'car', 'cat',
            'chair', 'cow', 'diningtable', 'dog', 'horse', 'motorbike', 'person', 'pottedplant',
@@ -83,6 +84,7 @@ def parse_args(argv=None):
     parser.add_argument('--conf', type=float, default=0.8, help='score threshold')
     parser.add_argument('--nms', type=float, default=0.3, help='NMS threshold')
     add_cfg_arg(parser)
+    add_precision_arg(parser)
     add_set_arg(parser, set_help=None)
     return parser.parse_args(argv)
 
@@ -103,6 +105,7 @@ def main(argv=None):
         from datasets.factory import get_imdb
         classes = tuple(get_imdb(args.imdb).classes)
     setup_caffe_device(args.gpu_id, args.cpu_mode)
+    apply_precision(args)
     net = caffe.Net(prototxt, caffemodel, caffe.TEST)
     print('\n\nLoaded network {:s}'.format(caffemodel))
     check_net_classes(net, len(classes), 'imdb {}'.format(args.imdb) if args.imdb

@@ -19,7 +19,8 @@ from rpn.generate import imdb_proposals
 from utils.device import setup_caffe_device
 
 from _tool_args import (GPU_ID_HELP, add_cfg_arg, add_device_args, add_net_args, add_set_arg,
-                        add_wait_arg, load_cfg, parse_or_help, print_args, print_cfg, wait_for_file)
+                        add_wait_arg, load_cfg, parse_or_help, print_args, print_cfg, wait_for_file,
+                        add_precision_arg, apply_precision)
 
 
 def parse_args(argv=None):
@@ -29,6 +30,7 @@ def parse_args(argv=None):
     add_cfg_arg(parser)
     add_wait_arg(parser)
     parser.add_argument('--imdb', dest='imdb_name', help='dataset to test', default='voc_2007_test', type=str)
+    add_precision_arg(parser)
     add_set_arg(parser)
     return parse_or_help(parser, argv)
 
@@ -44,6 +46,7 @@ def main(argv=None):
         sys.exit('rpn_generate.py: --def and --net are required')
     wait_for_file(args.caffemodel, args.wait, args.wait_timeout)
     setup_caffe_device(args.gpu_id, args.cpu)
+    apply_precision(args)
     net = caffe.Net(args.prototxt, args.caffemodel, caffe.TEST)
     net.name = os.path.splitext(os.path.basename(args.caffemodel))[0]
     imdb = get_imdb(args.imdb_name)

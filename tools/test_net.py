@@ -17,8 +17,9 @@ from fast_rcnn.config import cfg
 from fast_rcnn.test import test_net
 from utils.device import setup_caffe_device
 
-from _tool_args import (GPU_ID_HELP, add_cfg_arg, add_device_args, add_net_args, add_set_arg,
-                        add_wait_arg, load_cfg, parse_or_help, print_args, print_cfg, wait_for_file)
+from _tool_args import (GPU_ID_HELP, add_cfg_arg, add_device_args, add_net_args,
+                        add_precision_arg, add_set_arg, add_wait_arg, apply_precision, load_cfg,
+                        parse_or_help, print_args, print_cfg, wait_for_file)
 
 
 def parse_args(argv=None):
@@ -34,6 +35,7 @@ def parse_args(argv=None):
     parser.add_argument('--vis', dest='vis', help='visualize detections', action='store_true')
     parser.add_argument('--num_dets', dest='max_per_image', help='max number of detections per image',
                         default=100, type=int)
+    add_precision_arg(parser)
     return parse_or_help(parser, argv)
 
 
@@ -42,6 +44,7 @@ def main(argv=None):
     print_args(args)
     load_cfg(args)
     setup_caffe_device(args.gpu_id, args.cpu)
+    apply_precision(args)
     print_cfg()
     if args.prototxt is None or args.caffemodel is None:
         sys.exit('test_net.py: --def and --net are required')

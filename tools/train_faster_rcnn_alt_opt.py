@@ -30,8 +30,8 @@ from datasets.factory import get_imdb
 from fast_rcnn.config import cfg, cfg_restore, cfg_snapshot, get_output_dir
 from utils.data_parallel import parse_gpus
 
-from _tool_args import (GPU_LIST_HELP, add_cfg_arg, add_device_args, add_set_arg, load_cfg,
-                        parse_or_help, print_args)
+from _tool_args import (GPU_LIST_HELP, add_cfg_arg, add_device_args, add_precision_arg,
+                        add_set_arg, apply_precision, load_cfg, parse_or_help, print_args)
 
 
 def parse_args(argv=None):
@@ -48,6 +48,7 @@ def parse_args(argv=None):
                         action='store_true')
     parser.add_argument('--iters', dest='stage_iters', default=None, type=str,
                         help='iterations of the four stages, comma separated')
+    add_precision_arg(parser)
     add_set_arg(parser)
     return parse_or_help(parser, argv)
 
@@ -239,6 +240,7 @@ def main(argv=None):
     gpus = parse_gpus(args.gpu_id, args.cpu)
     _GPUS[:] = gpus
     cfg.GPU_ID = gpus[0]
+    apply_precision(args)  # the stages' processes inherit it through CAFFE_BF16
     if args.net_name is None:
         sys.exit('train_faster_rcnn_alt_opt.py: --net_name is required')
     solvers, max_iters, rpn_test_prototxt = get_solvers(args.net_name, args.ohem)

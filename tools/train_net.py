@@ -22,8 +22,9 @@ from fast_rcnn.config import cfg, get_output_dir
 from fast_rcnn.train import get_training_roidb, train_net
 from utils.data_parallel import finish_ranks, parse_gpus, rank_main, start_ranks
 
-from _tool_args import (GPU_LIST_HELP, add_cfg_arg, add_device_args, add_set_arg, load_cfg,
-                        parse_or_help, print_args, print_cfg)
+from _tool_args import (GPU_LIST_HELP, add_cfg_arg, add_device_args, add_precision_arg,
+                        add_set_arg, apply_precision, load_cfg, parse_or_help, print_args,
+                        print_cfg)
 
 
 def parse_args(argv=None):
@@ -39,6 +40,7 @@ def parse_args(argv=None):
                         default='voc_2007_trainval', type=str)
     parser.add_argument('--rand', dest='randomize', help='randomize (do not use a fixed seed)',
                         action='store_true')
+    add_precision_arg(parser)
     add_set_arg(parser)
     return parse_or_help(parser, argv)
 
@@ -77,6 +79,7 @@ def main(argv=None):
     load_cfg(args)
     rank = start_ranks(parse_gpus(args.gpu_id, args.cpu), __file__, argv, args.cpu)
     print_args(args)
+    apply_precision(args)
     print_cfg()
     if not args.randomize:
         # fix the random seeds (numpy and caffe) for reproducibility; each rank its own

@@ -134,6 +134,31 @@ def test_bottom_rewritten_between_forward_and_backward(tmp_path, case):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg='%s %s' % (case, k))
 
 
+@pytest.mark.parametrize('case', ['Convolution', 'InnerProduct'])
+def test_bottom_rewritten_under_bf16(tmp_path, case):
+    """The same under bf16, where forward keeps bf16 casts of its bottom and weights for
+    backward: the rebuilt state must be of the new data, in the same types."""
+    body, inputs = CASES[case]
+    caffe.set_precision('bf16')
+    try:
+        net = _net(tmp_path, body, inputs)
+        _fill(net, inputs, 1)
+        net.forward()
+        _fill(net, inputs, 2)
+        net.clear_param_diffs()
+        net.backward()
+        at_new = _twin(tmp_path, net, body, inputs)
+        _fill(at_new, inputs, 2)
+        at_new.forward()
+        _fill(at_new, inputs, 2)
+        at_new.backward()
+    finally:
+        caffe.set_precision('fp32')
+    want, got = _grads(at_new, inputs), _grads(net, inputs)
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg='%s %s' % (case, k))
+
+
 def _count_computes(layer):
     calls = []
     original = layer.compute
@@ -145,24 +170,36 @@ def _count_computes(layer):
     return calls
 
 
+def _count_refreshes(layer):
+    calls = []
+    original = layer.refresh_for_backward
+
+    def counted(*args):
+        calls.append(1)
+        return original(*args)
+    layer.refresh_for_backward = counted
+    return calls
+
+
 def test_forward_then_backward_computes_each_layer_once(tmp_path):
     body = (CASES['Convolution'][0] +
             "layer { name: 'p' type: 'Pooling' bottom: 'y' top: 'q' pooling_param { pool: MAX kernel_size: 2 } }")
     net = _net(tmp_path, body, {'x': (2, 2, 5, 5)})
     conv, pool = net.layers[0], net.layers[1]
     assert isinstance(conv, TorchLayer) and isinstance(pool, TorchLayer)
-    c_calls, p_calls = _count_computes(conv), _count_computes(pool)
+    c_fresh, p_fresh = _count_refreshes(conv), _count_refreshes(pool)
+    p_calls = _count_computes(pool)
     net.blobs['x'].data[...] = 1.0
     net.forward()
     net.blobs['q'].diff[...] = 1.0
     net.backward()
     net.backward()  # twice: still nothing recomputed
-    assert (len(c_calls), len(p_calls)) == (1, 1)
+    assert (len(c_fresh), len(p_fresh), len(p_calls)) == (0, 0, 1)
     # Python is handed the pooling layer's bottom: it may have written it, so the pooling
     # layer's backward recomputes from it; the convolution's bottom was not touched.
     net.blobs['y'].data
     net.backward()
-    assert (len(c_calls), len(p_calls)) == (1, 2)
+    assert (len(c_fresh), len(p_fresh), len(p_calls)) == (0, 1, 2)
 
 
 def test_in_place_layer_keeps_its_forward_state(tmp_path):

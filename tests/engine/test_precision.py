@@ -106,9 +106,11 @@ def _rel(a, b):
 
 @pytest.fixture
 def bf16_matmuls(monkeypatch):
-    """Inner products in bf16 too, as on GPUs and AMX CPUs (this CPU keeps them float32)."""
+    """Inner products in bf16 too, as on GPUs and CPUs with AMX or AVX512-BF16, whatever
+    this CPU has."""
     from caffe import _config
-    monkeypatch.setitem(_config._state, 'amx', True)
+    monkeypatch.setitem(_config._state, 'bf16_gemm', None)
+    caffe.set_bf16_matmuls('on')
 
 
 def test_bf16_close_to_fp32_and_really_bf16(tmp_path, bf16_matmuls):
@@ -161,9 +163,10 @@ def test_python_layers_see_float32(tmp_path, monkeypatch):
 
 def test_inner_products_stay_float32_where_bf16_gemms_are_slower(tmp_path, monkeypatch):
     from caffe import _config
-    monkeypatch.setitem(_config._state, 'amx', False)
+    monkeypatch.setitem(_config._state, 'bf16_gemm', None)
+    caffe.set_bf16_matmuls('off')
     assert not _config.low_precision_matmuls_pay(torch.device('cpu'))
-    assert _config.low_precision_matmuls_pay(torch.device('cuda'))
+    assert not _config.low_precision_matmuls_pay(torch.device('cuda'))
     ref, ref_loss = _run(tmp_path, 'fp32')
     low, low_loss = _run(tmp_path, 'bf16')
     assert low.blobs['conv1']._data.tensor.dtype == torch.bfloat16   # convolutions: bf16
@@ -174,6 +177,45 @@ def test_inner_products_stay_float32_where_bf16_gemms_are_slower(tmp_path, monke
     for name, ps in ref.params.items():
         for i, p in enumerate(ps):
             assert _rel(low.params[name][i].diff, p.diff) < 3e-2, (name, i)
+
+
+def test_bf16_matmuls_follow_the_hardware_unless_forced(monkeypatch):
+    """'auto': GPUs and CPUs with native bf16 dot products (AMX, AVX512-BF16) multiply in
+    bf16, other CPUs in float32; 'on'/'off' (or CAFFE_BF16_GEMM) force either path."""
+    from caffe import _config
+    cpu, gpu = torch.device('cpu'), torch.device('cuda')
+    monkeypatch.setitem(_config._state, 'bf16_gemm', None)
+    for kind, want in (('amx', True), ('avx512_bf16', True), (None, False)):
+        monkeypatch.setitem(_config._state, 'cpu_bf16', kind)
+        assert _config.low_precision_matmuls_pay(cpu) is want, kind
+        assert _config.low_precision_matmuls_pay(gpu)
+        caffe.set_bf16_matmuls('on')
+        assert _config.low_precision_matmuls_pay(cpu)
+        caffe.set_bf16_matmuls(False)
+        assert not _config.low_precision_matmuls_pay(cpu) and not _config.low_precision_matmuls_pay(gpu)
+        caffe.set_bf16_matmuls('auto')
+    with pytest.raises(ValueError, match='auto'):
+        caffe.set_bf16_matmuls('sometimes')
+    # The real probe answers one of the three.
+    monkeypatch.delitem(_config._state, 'cpu_bf16')
+    assert _config.cpu_bf16_support() in ('amx', 'avx512_bf16', None)
+
+
+def test_bf16_gemm_env_var_is_read_at_import():
+    path = os.path.join(os.path.dirname(caffe.__file__), '_config.py')
+    code = textwrap.dedent('''
+        import importlib.util, torch
+        spec = importlib.util.spec_from_file_location('cfg', %r)
+        cfg = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(cfg)
+        print(cfg.low_precision_matmuls_pay(torch.device('cpu')),
+              cfg.low_precision_matmuls_pay(torch.device('cuda')))
+    ''' % path)
+    for value, want in (('1', 'True True'), ('off', 'False False')):
+        env = dict(os.environ, CAFFE_BF16_GEMM=value)
+        out = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True,
+                             text=True, timeout=120)
+        assert out.stdout.strip() == want, (value, out.stderr)
 
 
 def test_python_writes_reach_a_bf16_blob(tmp_path, bf16_matmuls):

@@ -320,3 +320,62 @@ def test_solver_lazy_clear_keeps_views_right(tmp_path):
         for i in range(2):
             np.testing.assert_allclose(net.params['ip'][i].diff, hist[i], rtol=1e-5, atol=1e-7)
             assert not net.params['frozen'][i].diff.any()
+
+
+# ---- Convolution's written-out backward is autograd's, bit for bit ---------------------------
+
+CONV_CASES = [
+    ('dim: 2 dim: 6 dim: 9 dim: 11', 'num_output: 8 kernel_size: 3 pad: 1'),
+    ('dim: 2 dim: 6 dim: 9 dim: 11', 'num_output: 8 kernel_size: 5 stride: 2 pad: 2 group: 2'),
+    ('dim: 2 dim: 6 dim: 9 dim: 11', 'num_output: 8 kernel_size: 3 dilation: 2 bias_term: false'),
+    ('dim: 2 dim: 4 dim: 9', 'num_output: 3 kernel_size: 3'),
+    ('dim: 2 dim: 3 dim: 4 dim: 5 dim: 6', 'num_output: 3 kernel_size: 2'),
+    ('dim: 2 dim: 3 dim: 4 dim: 7 dim: 6', 'num_output: 5 kernel_size: 3 axis: 2'),
+]
+
+
+@pytest.mark.parametrize('kind', ['Convolution', 'Deconvolution'])
+@pytest.mark.parametrize('shape,conv', CONV_CASES)
+def test_conv_backward_is_autograds_bit_for_bit(tmp_path, kind, shape, conv):
+    """fp32 results are unchanged by the written-out path: forward, bottom and parameter
+    diffs equal those of the generic TorchLayer path (autograd's ConvolutionBackward)."""
+    from caffe.layers.base import TorchLayer
+    text = ('force_backward: true\ninput: "x" input_shape { %s }\nlayer { name: "c" type: "%s" '
+            'bottom: "x" top: "y" convolution_param { %s weight_filler { type: "gaussian" '
+            'std: 0.3 } bias_filler { type: "gaussian" std: 0.3 } } }' % (shape, kind, conv))
+    results = []
+    for explicit in (True, False):
+        net = _net(tmp_path, text)
+        if not explicit:
+            c = net.layers[0]
+            c.run_forward = lambda b, t, c=c: TorchLayer.run_forward(c, b, t)
+            c.run_backward = lambda t, p, b, c=c: TorchLayer.run_backward(c, t, p, b)
+        r = np.random.RandomState(0)
+        net.blobs['x'].data[...] = r.randn(*net.blobs['x'].shape)
+        net.forward()
+        net.clear_param_diffs(lazy=True)
+        net.backward(y=r.randn(*net.blobs['y'].shape))
+        results.append([net.blobs['y'].data.copy(), net.blobs['x'].diff.copy()]
+                       + [p.diff.copy() for p in net.params['c']])
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_cleared_diff_takes_a_fresh_gradient_unless_python_holds_it():
+    """A cleared diff that no NumPy view shares is replaced by a fresh gradient (no copy);
+    one handed to Python as `.diff` gets the values copied in, so the view stays live."""
+    b = Blob((2, 3))
+    b.accumulate_diff(torch.ones(2, 3), take=True)
+    b.clear_diff()
+    g = torch.full((2, 3), 5.0)
+    b.accumulate_diff(g, take=True)
+    assert b.diff_tensor is g
+    view = b.diff                      # Python now shares the buffer
+    b.clear_diff()
+    h = torch.full((2, 3), 7.0)
+    b.accumulate_diff(h, take=True)
+    assert b.diff_tensor is not h
+    np.testing.assert_array_equal(view, np.full((2, 3), 7.0))
+    # not cleared: added, never replaced
+    b.accumulate_diff(torch.ones(2, 3), take=True)
+    np.testing.assert_array_equal(view, np.full((2, 3), 8.0))

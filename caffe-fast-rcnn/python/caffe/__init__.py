@@ -8,7 +8,7 @@ and the io, net_spec, draw and coord_map modules. The formats and the behaviour 
 work unchanged.
 """
 from ._config import set_mode_cpu, set_mode_gpu, set_device, set_random_seed, precision  # noqa: F401
-from ._config import set_precision, get_precision, autocast  # noqa: F401
+from ._config import set_precision, get_precision, autocast, set_bf16_matmuls  # noqa: F401
 from .phase import TRAIN, TEST, Phase  # noqa: F401
 from .blob import Blob  # noqa: F401
 from .layer import Layer  # noqa: F401

@@ -47,13 +47,22 @@ def _mps_available() -> bool:
     return bool(getattr(torch.backends, 'mps', None) and torch.backends.mps.is_available())
 
 
+_devices: dict = {}
+
+
 def device() -> torch.device:
-    """The torch device for new blobs."""
-    if not _state['gpu']:
-        return torch.device('cpu')
-    if torch.cuda.is_available():
-        return torch.device('cuda', _state['device_id'])
-    return torch.device('mps')
+    """The torch device for new blobs (asked per layer and step: cached per mode and id)."""
+    key = (_state['gpu'], _state['device_id'])
+    dev = _devices.get(key)
+    if dev is None:
+        if not _state['gpu']:
+            dev = torch.device('cpu')
+        elif torch.cuda.is_available():
+            dev = torch.device('cuda', _state['device_id'])
+        else:
+            dev = torch.device('mps')
+        _devices[key] = dev
+    return dev
 
 
 def mode_name() -> str:
@@ -95,12 +104,11 @@ _state['lowp'] = _env_precision()
 def set_precision(name: str) -> None:
     """Choose the compute precision of nets: 'fp32' (Caffe's) or 'bf16'.
 
-    In 'bf16', layers run under torch.autocast with bfloat16, so convolutions and inner
-    products (the bulk of the work; inner products only where bf16 GEMMs are faster, see
-    low_precision_matmuls_pay) compute in bfloat16 on channels-last activations, while
+    In 'bf16', convolutions compute in bfloat16 on channels-last activations, and inner
+    products too where bf16 matrix products are the fast ones (see bf16_matmuls), while
     parameters, their gradients, the losses and every `.data`/`.diff` seen from Python stay
-    float32. Loss layers and layers that are not plain torch functions get float32 inputs.
-    The environment variable CAFFE_BF16=1 makes 'bf16' the starting value.
+    float32. Loss layers and Python layers get float32 inputs. The environment variable
+    CAFFE_BF16=1 makes 'bf16' the starting value.
     """
     key = str(name).lower()
     if key not in _PRECISIONS:
@@ -120,21 +128,70 @@ def low_precision() -> Optional[torch.dtype]:
     return _state['lowp']
 
 
+# ---- bf16 matrix products: a capability, or forced either way -----------------------------------
+
+_GEMM_MODES = {'auto': None, '': None, '1': True, 'on': True, 'yes': True, 'true': True,
+               'bf16': True, '0': False, 'off': False, 'no': False, 'false': False,
+               'fp32': False}
+
+
+def _gemm_mode(value) -> Optional[bool]:
+    if value is None or isinstance(value, bool):
+        return value
+    key = str(value).strip().lower()
+    if key not in _GEMM_MODES:
+        raise ValueError("bf16 matrix products: expected 'auto', 'on' or 'off', got %r" % (value,))
+    return _GEMM_MODES[key]
+
+
+_state['bf16_gemm'] = _gemm_mode(os.environ.get('CAFFE_BF16_GEMM', 'auto'))
+
+
+def set_bf16_matmuls(mode) -> None:
+    """Whether inner products compute in bf16 under set_precision('bf16').
+
+    'auto' (or None, the default; CAFFE_BF16_GEMM=auto) decides by the hardware, see
+    cpu_bf16_support; 'on'/True and 'off'/False force either path whatever the CPU (tests
+    use this to run the AMX path on any machine). The environment variable CAFFE_BF16_GEMM
+    sets the starting value.
+    """
+    _state['bf16_gemm'] = _gemm_mode(mode)
+
+
+def cpu_bf16_support() -> Optional[str]:
+    """The CPU's native bf16 dot-product instructions: 'amx' (AMX-BF16 tiles, Sapphire
+    Rapids and later), 'avx512_bf16' (Cooper Lake, AMD Zen 4 and later), or None."""
+    key = 'cpu_bf16'
+    if key not in _state:
+        kind = None
+        for name, probe in (('amx', '_is_amx_tile_supported'),
+                            ('avx512_bf16', '_is_avx512_bf16_supported')):
+            fn = getattr(torch.cpu, probe, None)
+            try:
+                if fn is not None and fn():
+                    kind = name
+                    break
+            except RuntimeError:
+                pass
+        _state[key] = kind
+    return _state[key]
+
+
 def low_precision_matmuls_pay(dev: torch.device) -> bool:
-    """Whether bf16 matrix products beat float32 ones on `dev`: yes on GPUs (tensor cores)
-    and on CPUs with AMX. On an AVX-512 CPU without AMX (this project's own machine) a bf16
-    GEMM of VGG16's fc6 shape measured 2x slower than float32, before the cast of the
-    weights it needs, so inner products keep float32 there under set_precision('bf16')."""
+    """Whether inner products run in bf16 on `dev` under set_precision('bf16').
+
+    Unless forced (set_bf16_matmuls), yes on GPUs (tensor cores) and on CPUs with native
+    bf16 dot products (AMX or AVX512-BF16: oneDNN's bf16 GEMMs there are 3-5x faster than
+    float32 ones for the fc6/fc7 shapes of the Fast R-CNN heads, measured on an AMD EPYC
+    with AVX512-BF16); no on other CPUs, where oneDNN emulates bf16 arithmetic and the
+    float32 GEMM is the faster one.
+    """
+    forced = _state['bf16_gemm']
+    if forced is not None:
+        return forced
     if dev.type != 'cpu':
         return True
-    key = 'amx'
-    if key not in _state:
-        probe = getattr(torch.cpu, '_is_amx_tile_supported', None)
-        try:
-            _state[key] = bool(probe()) if probe is not None else False
-        except RuntimeError:
-            _state[key] = False
-    return _state[key]
+    return cpu_bf16_support() is not None
 
 
 @contextlib.contextmanager

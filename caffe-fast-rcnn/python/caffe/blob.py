@@ -9,7 +9,9 @@ and the next layer that asks for the tensor uploads it again.
 
 Parameter gradients accumulate (Caffe's semantics) through `accumulate_diff_mm`, a GEMM
 with beta = 1 straight into the diff, or `accumulate_diff`: on the CPU a fresh weight-sized
-buffer per iteration costs a page fault per 4 KB, as slow as the arithmetic on it.
+buffer per iteration costs a page fault per 4 KB, as slow as the arithmetic on it (unless
+freed memory is reused, see _config.reuse_freed_memory), so a fresh gradient replaces a
+cleared diff only where no NumPy view of the old buffer was handed out.
 
 Clearing a gradient (`clear_diff`, what the solver does before every iteration) is lazy:
 the buffer is only marked as zero, and the first gradient written after that overwrites
@@ -43,12 +45,15 @@ class _Synced:
     """One array (value or gradient) with a device tensor and, off the CPU or in bf16, a host
     mirror (NumPy has no bfloat16: Python sees a float32 copy)."""
 
-    __slots__ = ('tensor', 'host', 'head', 'pending')
+    __slots__ = ('tensor', 'host', 'head', 'pending', 'shared')
 
     def __init__(self, tensor: torch.Tensor):
         self.tensor = tensor
         self.host: Optional[torch.Tensor] = None
         self.head = _DEVICE
+        # Whether Python was handed a NumPy array sharing this tensor's memory: then the
+        # tensor must stay the one it holds (values are copied in, never swapped).
+        self.shared = False
         # What the values are meant to be but not written yet: a function that writes
         # them into the tensor (see Blob.clear_diff and Blob.defer_diff).
         self.pending: Optional[Callable[[torch.Tensor], object]] = None
@@ -75,6 +80,7 @@ class _Synced:
         t = self.device_tensor() if self.pending is not None else self.tensor
         low = t.dtype in _LOW_PRECISION
         if t.device.type == 'cpu' and not low:
+            self.shared = True
             return t.numpy()
         if self.host is None or self.host.shape != t.shape:
             self.host = torch.empty(t.shape, dtype=torch.float32 if low else t.dtype)
@@ -88,6 +94,7 @@ class _Synced:
         self.tensor = tensor
         self.head = _DEVICE
         self.pending = None
+        self.shared = False
 
 
 def _as_shape(args: Sequence) -> tuple:
@@ -236,15 +243,18 @@ class Blob:
         return None
 
     def accumulate_diff(self, g: torch.Tensor, take: bool = False) -> None:
-        """diff += g. A blob whose gradient was never made takes g itself when `take` says g
-        is a fresh tensor nobody else holds (no zero buffer to allocate and add into); a
-        cleared one copies g into its buffer (NumPy views of `.diff` stay valid)."""
+        """diff += g. When `take` says g is a fresh tensor nobody else holds, a blob whose
+        gradient was never made, or was cleared and never handed to Python as a NumPy view,
+        takes g itself (no zero buffer to allocate and add into, no copy into the old one:
+        one weight-sized pass less per parameter and step); otherwise g is copied into a
+        cleared buffer (NumPy views of `.diff` stay valid) or added."""
         if tuple(g.shape) != self.shape:
             g = g.reshape(self.shape)
-        if not self._has_diff() and take and g.dtype == self._dtype \
-                and g.device == self._device and g.is_contiguous():
-            self.set_diff_tensor(g)
-            return
+        if take and g.dtype == self._dtype and g.device == self._device and g.is_contiguous():
+            d = self._diff
+            if not self._has_diff() or (d.pending is torch.Tensor.zero_ and not d.shared):
+                self.set_diff_tensor(g)
+                return
         t = self._pending_diff()
         if t is not None:
             t.copy_(g)

@@ -388,33 +388,34 @@ class Net:
         loss = None
         lowp = _config.low_precision()
         before, after = self._before_forward, self._after_forward
-        for li in range(start, end + 1):
-            layer = self.layers[li]
-            bottom = [self._blobs[i] for i in self._bottom_ids[li]]
-            top = [self._blobs[i] for i in self._top_ids[li]]
-            for hook in before:
-                hook(li)
-            try:
-                with _precision_scope(layer, bottom, lowp):
-                    if isinstance(layer, TorchLayer):
-                        shapes = tuple(b.shape for b in bottom)
-                        if shapes != self._last_shapes[li]:
-                            layer.reshape(bottom, top)
-                            self._last_shapes[li] = shapes
-                        layer.run_forward(bottom, top)
-                    else:
-                        layer.run_forward(bottom, top)
-            except (NetError, ShapeError, LayerError):
-                raise
-            except Exception as e:
-                raise _layer_error(self._param.layer[li], 'forward', e) from e
-            self._seen[li] = _bottom_state(bottom)
-            for hook in after:
-                hook(li)
-            for t, w in zip(top, self._loss_weights[li]):
-                if w:
-                    term = (t.tensor * t.diff_tensor).sum()
-                    loss = term if loss is None else loss + term
+        with _net_precision_scope(lowp):
+            for li in range(start, end + 1):
+                layer = self.layers[li]
+                bottom = [self._blobs[i] for i in self._bottom_ids[li]]
+                top = [self._blobs[i] for i in self._top_ids[li]]
+                for hook in before:
+                    hook(li)
+                try:
+                    with _precision_scope(layer, bottom, lowp):
+                        if isinstance(layer, TorchLayer):
+                            shapes = tuple(b.shape for b in bottom)
+                            if shapes != self._last_shapes[li]:
+                                layer.reshape(bottom, top)
+                                self._last_shapes[li] = shapes
+                            layer.run_forward(bottom, top)
+                        else:
+                            layer.run_forward(bottom, top)
+                except (NetError, ShapeError, LayerError):
+                    raise
+                except Exception as e:
+                    raise _layer_error(self._param.layer[li], 'forward', e) from e
+                self._seen[li] = _bottom_state(bottom)
+                for hook in after:
+                    hook(li)
+                for t, w in zip(top, self._loss_weights[li]):
+                    if w:
+                        term = (t.tensor * t.diff_tensor).sum()
+                        loss = term if loss is None else loss + term
         return float(loss) if loss is not None else 0.0
 
     def _backward(self, start: int, end: int) -> None:
@@ -495,20 +496,28 @@ def _to_float32(blobs: Sequence[Blob], diff: bool = False) -> None:
                 t.to(torch.float32, memory_format=torch.contiguous_format))
 
 
-def _precision_scope(layer: Layer, bottom: Sequence[Blob], lowp: Optional[torch.dtype]):
-    """The autocast context a layer's forward runs in under set_precision('bf16').
-
-    Layers marked `run_in_bf16` (TorchLayers other than losses) run inside torch.autocast,
-    so convolutions and inner products compute in bf16; every other layer (losses, Python
-    layers, layers with hand-written torch code) gets float32 bottoms and no autocast.
-    """
+def _net_precision_scope(lowp: Optional[torch.dtype]):
+    """The autocast context a forward pass runs in under set_precision('bf16'): one for the
+    whole pass (entering one per layer cost ~20 us a layer)."""
     if lowp is None:
         return contextlib.nullcontext()
-    dev = _config.device().type
-    if getattr(layer, 'run_in_bf16', False):
-        return torch.autocast(dev, dtype=lowp)
+    return torch.autocast(_config.device().type, dtype=lowp)
+
+
+_NO_SCOPE = contextlib.nullcontext()
+
+
+def _precision_scope(layer: Layer, bottom: Sequence[Blob], lowp: Optional[torch.dtype]):
+    """A layer's context inside the pass's autocast (see _net_precision_scope).
+
+    Layers marked `run_in_bf16` (TorchLayers other than losses) run inside it, so
+    convolutions and inner products compute in bf16; every other layer (losses, Python
+    layers, layers with hand-written torch code) gets float32 bottoms and no autocast.
+    """
+    if lowp is None or getattr(layer, 'run_in_bf16', False):
+        return _NO_SCOPE
     _to_float32(bottom)
-    return torch.autocast(dev, enabled=False)
+    return torch.autocast(_config.device().type, enabled=False)
 
 
 def _parse_net_args(args, kwargs):

@@ -30,6 +30,8 @@ class Eltwise(Layer):
     """
     min_bottom = 2
     exact_num_top = 1
+    # Under bf16: bottoms as their producers left them (a bf16 sum of bf16 maps stays bf16).
+    run_in_bf16 = True
 
     def setup(self, bottom, top):
         ep = self.layer_param.eltwise_param

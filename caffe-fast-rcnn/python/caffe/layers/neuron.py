@@ -319,7 +319,9 @@ class Dropout(_ExplicitNeuron):
     TEST is the identity; without it TRAIN keeps them unscaled and TEST multiplies by
     (1 - ratio). The mask is drawn from the engine's seeded generator for the blob's
     device and kept for backward, which multiplies the top diff by the same mask and scale.
+    Under bf16 a bf16 bottom stays bf16 (no conversion to float32 and back around it).
     """
+    run_in_bf16 = True
 
     def setup(self, bottom, top):
         p = self.layer_param.dropout_param
@@ -332,18 +334,20 @@ class Dropout(_ExplicitNeuron):
         self._mask = None
 
     def _factor(self, x: torch.Tensor) -> torch.Tensor:
-        """What forward multiplied by: the scaled mask in TRAIN (or None when TEST)."""
+        """What forward multiplies by: the scaled mask in TRAIN (or None when TEST). It is
+        drawn in float32 for a bf16 bottom, so both precisions draw the same mask."""
         if self.phase != Phase.TRAIN:
             return None
-        mask = torch.empty_like(x).bernoulli_(1.0 - self.ratio,
-                                              generator=_config.generator(x.device))
+        wide = torch.float32 if x.dtype in (torch.bfloat16, torch.float16) else x.dtype
+        mask = torch.empty_like(x, dtype=wide).bernoulli_(1.0 - self.ratio,
+                                                          generator=_config.generator(x.device))
         return mask.mul_(self.scale) if self.scale_train else mask
 
     def forward(self, bottom, top):
         x = bottom[0].tensor
         self._mask = self._factor(x)
         if self._mask is not None:
-            top[0].set_tensor(x * self._mask)
+            top[0].set_tensor(_times(x, self._mask))
         elif self.scale_train:
             if top[0] is not bottom[0]:
                 top[0].set_tensor(x.clone())
@@ -367,8 +371,16 @@ class Dropout(_ExplicitNeuron):
                 raise LayerError('layer %r (Dropout): no mask for a top diff of shape %s (the '
                                  'last forward saw another shape)'
                                  % (self.layer_param.name, tuple(dy.shape)))
-            bottom[0].set_diff_tensor(dy * self._mask)
+            bottom[0].set_diff_tensor(_times(dy, self._mask))
         elif self.scale_train:
             bottom[0].set_diff_tensor(dy.clone())
         else:
             bottom[0].set_diff_tensor(dy * (1.0 - self.ratio))
+
+
+def _times(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """x * factor in x's own float type and layout: a bf16 value times a float32 mask is
+    computed in float32 and rounded once into bf16, in one pass."""
+    if factor.dtype == x.dtype:
+        return x * factor
+    return torch.mul(x, factor, out=torch.empty_like(x))

@@ -6,6 +6,10 @@ one consumer) and sums their diffs; Silence swallows blobs; Concat joins bottoms
 axis and Slice cuts one apart, each with one torch op per direction and Caffe's checks.
 BatchReindex picks items of a batch by index (repeats allowed) and Filter keeps the items
 a selector marks; both move whole items along axis 0 with one index op per direction.
+
+Split, Silence, Concat and Slice only move values, so under bf16 they take blobs in the
+float type and memory layout their producers left (`run_in_bf16`): converting there would
+cost a pass, and another one back if the consumer computes in bf16 again.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ class Split(Layer):
     allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
+    run_in_bf16 = True
     backward_uses_forward_state = False
 
     def reshape(self, bottom, top):
@@ -37,9 +42,15 @@ class Split(Layer):
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:
             return
-        total = top[0].diff_tensor.clone()
-        for t in top[1:]:
-            total += t.diff_tensor
+        diffs = [t.diff_tensor for t in top]
+        if len(diffs) == 1:
+            total = diffs[0].clone()
+        else:
+            # One pass for the first two (not a copy, then an add); a sum over a bf16 and a
+            # float32 diff is float32.
+            total = torch.add(diffs[0], diffs[1])
+            for d in diffs[2:]:
+                total = total.add_(d) if torch.result_type(total, d) == total.dtype else total + d
         bottom[0].set_diff_tensor(total)
 
 
@@ -48,6 +59,7 @@ class Silence(Layer):
     """Consumes blobs so they are not net outputs; sends zero gradients back."""
     min_bottom = 1
     exact_num_top = 0
+    run_in_bf16 = True
     backward_uses_forward_state = False
 
     def forward(self, bottom, top):
@@ -60,6 +72,15 @@ class Silence(Layer):
 
 
 # ---- Concat, Slice ---------------------------------------------------------------------------
+
+def _dense_copy(part: torch.Tensor, whole: torch.Tensor) -> torch.Tensor:
+    """A dense copy of a piece of `whole`, in whole's layout: contiguous, or channels-last
+    for a channels-last map (a bf16 convolution's output), so no pass reorders it."""
+    if whole.dim() == 4 and not whole.is_contiguous() \
+            and whole.is_contiguous(memory_format=torch.channels_last):
+        return part.clone(memory_format=torch.channels_last)
+    return part.clone(memory_format=torch.contiguous_format)
+
 
 def _legacy_axis(layer: Layer, param, legacy_field: str, num_axes: int) -> int:
     """Concat/Slice axis: the legacy uint32 field (concat_dim / slice_dim) if set, else axis."""
@@ -81,11 +102,12 @@ def _check_axis_fields(layer: Layer, param, legacy_field: str) -> None:
 
 @register('Concat')
 class Concat(Layer):
-    backward_uses_forward_state = False
     """Joins the bottoms along concat_param.axis (default 1, or the legacy concat_dim)."""
+    backward_uses_forward_state = False
     allow_in_place = False
     min_bottom = 1
     exact_num_top = 1
+    run_in_bf16 = True
 
     def setup(self, bottom, top):
         _check_axis_fields(self, self.layer_param.concat_param, 'concat_dim')
@@ -124,16 +146,17 @@ class Concat(Layer):
         sizes = [b.shape[self.axis] for b in bottom]  # the bottoms as they are now, as Caffe
         for b, part, pd in zip(bottom, torch.split(dy, sizes, dim=self.axis), propagate_down):
             if pd:
-                b.set_diff_tensor(part.clone(memory_format=torch.contiguous_format))
+                b.set_diff_tensor(_dense_copy(part, dy))
 
 
 @register('Slice')
 class Slice(Layer):
-    backward_uses_forward_state = False
     """Cuts the bottom along slice_param.axis at slice_point (or into equal parts)."""
+    backward_uses_forward_state = False
     allow_in_place = False
     exact_num_bottom = 1
     min_top = 1
+    run_in_bf16 = True
 
     def setup(self, bottom, top):
         sp = self.layer_param.slice_param
@@ -180,7 +203,7 @@ class Slice(Layer):
             top[0].set_tensor(x)  # Caffe shares the bottom with a single top
             return
         for t, part in zip(top, torch.split(x, self.sizes, dim=self.axis)):
-            t.set_tensor(part.clone(memory_format=torch.contiguous_format))
+            t.set_tensor(_dense_copy(part, x))
 
     def backward(self, top, propagate_down, bottom):
         if not propagate_down[0]:

@@ -52,6 +52,11 @@ class Softmax(TorchLayer):
         top[0].reshape(*bottom[0].shape)
 
     def compute(self, x):
+        if x.dtype in (torch.bfloat16, torch.float16):
+            # Probabilities in float32 (CPU autocast would keep bf16): near 1 a bf16
+            # probability has 2-3 digits, and its gradient p * (dy - sum(dy * p)) is a
+            # difference of near-equal terms (20 % off for a 0.996 class probability).
+            return torch.softmax(x, dim=self.axis, dtype=torch.float32)
         return torch.softmax(x, dim=self.axis)
 
 

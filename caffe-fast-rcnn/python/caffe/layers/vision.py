@@ -140,18 +140,83 @@ class Convolution(TorchLayer):
     def compute(self, *xs):
         w = self.p[0]
         b = self.p[1] if self.bias_term else None
-        outs = []
-        for x in xs:
-            lead = x.shape[:self.axis]
-            x2 = x.reshape((-1,) + tuple(x.shape[self.axis:])) if self.axis != 1 else x
-            if self.transposed:
-                y = _DECONV[self.n](x2, w, b, self.stride, self.pad, 0, self.group, self.dilation)
-            else:
-                y = _CONV[self.n](x2, w, b, self.stride, self.pad, self.dilation, self.group)
-            if self.axis != 1:
-                y = y.reshape(tuple(lead) + tuple(y.shape[1:]))
-            outs.append(y)
-        return outs
+        return [self._conv(x, w, b) for x in xs]
+
+    def _conv(self, x, w, b):
+        lead = x.shape[:self.axis]
+        x2 = x.reshape((-1,) + tuple(x.shape[self.axis:])) if self.axis != 1 else x
+        if self.transposed:
+            y = _DECONV[self.n](x2, w, b, self.stride, self.pad, 0, self.group, self.dilation)
+        else:
+            y = _CONV[self.n](x2, w, b, self.stride, self.pad, self.dilation, self.group)
+        if self.axis != 1:
+            y = y.reshape(tuple(lead) + tuple(y.shape[1:]))
+        return y
+
+    # ---- forward and backward written out (one bottom) ---------------------------------------
+    # A convolution's backward needs its input and weights only, which forward keeps; calling
+    # ATen's convolution_backward with them is what autograd's ConvolutionBackward does (the
+    # same call, so float32 gradients are bit for bit autograd's), without the per-layer
+    # graph. Under bf16 the bottom is cast and laid out channels-last in one pass, the
+    # weights are cast once and kept, and the bf16 weight gradient is cast into the float32
+    # diff in one pass (through autograd it became a float32 channels-last tensor first,
+    # then was copied or added into the diff: two passes over every weight).
+
+    def run_forward(self, bottom, top):
+        if len(bottom) != 1:
+            self._w = None
+            return super().run_forward(bottom, top)
+        x, w, b = self._operands(bottom)
+        with torch.no_grad():
+            y = self._conv(x, w, b)
+        self._inputs, self._outs, self._leaves, self._params = [x], [y], None, None
+        self._w = w
+        top[0].set_tensor(y)
+
+    def _operands(self, bottom):
+        """The bottom, weights and bias as the convolution computes with them: under bf16,
+        the bottom cast and laid out channels-last in one pass, the parameters cast."""
+        lowp = _config.low_precision() if self.run_in_bf16 else None
+        x = bottom[0].tensor
+        w = self.blobs[0].tensor
+        b = self.blobs[1].tensor if self.bias_term else None
+        if lowp is not None:
+            if x.is_floating_point():
+                fmt = torch.channels_last if x.dim() == 4 else torch.contiguous_format
+                x = x.to(dtype=lowp, memory_format=fmt)
+            w = w.to(lowp)
+            b = b.to(lowp) if b is not None else None
+        return x, w, b
+
+    def refresh_for_backward(self, bottom, top):
+        """Backward from the bottom and weights as they are now (Caffe reads the blobs),
+        cast as forward casts them, so that a bf16 backward stays in one type."""
+        if len(bottom) != 1 or getattr(self, '_w', None) is None:
+            return super().refresh_for_backward(bottom, top)
+        x, self._w, _ = self._operands(bottom)
+        self._inputs, self._outs = [x], None
+
+    def run_backward(self, top, propagate_down, bottom):
+        if self._inputs is None or len(bottom) != 1 or getattr(self, '_w', None) is None:
+            return super().run_backward(top, propagate_down, bottom)
+        want_w = bool(self.param_propagate_down[0])
+        want_b = bool(self.bias_term and self.param_propagate_down[1])
+        want_x = bool(propagate_down[0])
+        if not (want_x or want_w or want_b):
+            return
+        x, w = self._inputs[0], self._w
+        dy = top[0].diff_tensor.to(w.dtype)
+        x2 = x.reshape((-1,) + tuple(x.shape[self.axis:])) if self.axis != 1 else x
+        dy2 = dy.reshape((-1,) + tuple(dy.shape[self.axis:])) if self.axis != 1 else dy
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            dy2, x2, w, [self.num_output] if self.bias_term else None, self.stride, self.pad,
+            self.dilation, self.transposed, [0] * self.n, self.group, [want_x, want_w, want_b])
+        if want_w:
+            self.blobs[0].accumulate_diff(gw, take=True)
+        if want_b:
+            self.blobs[1].accumulate_diff(gb, take=True)
+        if want_x:
+            bottom[0].set_diff_tensor(gx.reshape(x.shape))
 
 
 @register('Deconvolution')
@@ -225,9 +290,16 @@ class Pooling(TorchLayer):
 
     def compute(self, x):
         if self.method == caffe_pb2.PoolingParameter.MAX:
+            if not self.want_mask:
+                # Without the mask top, torch's max_pool2d keeps argmax indices only when it
+                # records a graph for backward: a TEST net's pooling runs ATen's vectorised
+                # kernel that writes none (7x faster on VGG16's pool1), same values.
+                return (F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil),)
             y, idx = F.max_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil,
                                   return_indices=True)
-            return (y, idx.to(x.dtype)) if self.want_mask else (y,)
+            # Caffe's mask top holds flat indices: float32 under bf16 (bf16 has 8 bits).
+            low = x.dtype in (torch.bfloat16, torch.float16)
+            return (y, idx.to(torch.float32 if low else x.dtype))
         return (F.avg_pool2d(x, self.kernel, self.stride, self.pad, ceil_mode=self.ceil,
                              count_include_pad=True),)
 
