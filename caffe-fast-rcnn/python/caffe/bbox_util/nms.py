@@ -7,19 +7,26 @@ the `top_k` best, and may lower the threshold after each kept box (`eta` < 1, wh
 threshold is above 0.5). ApplyNMS (used by hard-example mining) instead removes boxes
 smaller than 1e-5 before suppressing.
 
-The fixed-threshold case runs on torchvision's compiled NMS, given our order as scores
-(so that its sort cannot reorder ties). The adaptive case runs a batched greedy pass over
-all groups at once, one round per kept box, on the groups' overlap matrices.
+The fixed-threshold case runs on the engine's compiled kernel (nms_kernel.c, offset 0:
+normalised widths) for CPU tensors, all groups in one call; on torchvision's compiled NMS
+for CUDA tensors and when the kernel is not built, given our order as scores (so that its
+sort cannot reorder ties). Both compute Caffe's float IoU and compare it with the
+threshold rounded to the boxes' precision, as Caffe's float `nms_threshold`. The adaptive
+case runs a batched greedy pass over all groups at once, one round per kept box, on the
+groups' overlap matrices.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from . import nms_kernel
 from .boxes import bbox_size, jaccard_overlap
 
 # ApplyNMS drops boxes smaller than this (normalised area).
 MIN_BOX_SIZE = 1e-5
+# SSD's boxes are normalised: a box from xmin to xmax is xmax - xmin wide (no +1 pixel).
+NORMALISED_OFFSET = 0
 
 
 def _descending(scores: torch.Tensor) -> torch.Tensor:
@@ -32,14 +39,28 @@ def _nms_device(t: torch.Tensor) -> torch.Tensor:
     return t if t.device.type in ('cpu', 'cuda') else t.cpu()
 
 
-def _greedy(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Positions kept by greedy NMS of `boxes` taken in the given order."""
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+def _threshold(threshold: float, dtype: torch.dtype) -> float:
+    """The threshold as the boxes' precision holds it (Caffe's float for float32 boxes)."""
+    return float(np.float32(threshold)) if dtype != torch.float64 else float(threshold)
+
+
+def _kernel_boxes(boxes: torch.Tensor) -> np.ndarray | None:
+    """`boxes` as a NumPy array the compiled kernel can read (a view of a contiguous
+    float32/float64 CPU tensor, no copy), or None when torchvision must do the work (CUDA
+    and other devices, or no kernel built)."""
+    if boxes.device.type != 'cpu' or not nms_kernel.available():
+        return None
+    if boxes.dtype not in (torch.float32, torch.float64):
+        boxes = boxes.to(torch.float32)
+    return boxes.detach().contiguous().numpy()
+
+
+def _torchvision_greedy(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Positions kept by torchvision's greedy NMS of `boxes` taken in the given order."""
     import torchvision   # on first use: its import costs seconds of every process's start-up
     b = _nms_device(boxes)
     rank = -torch.arange(b.shape[0], dtype=b.dtype, device=b.device)
-    keep = torchvision.ops.nms(b, rank, float(threshold))
+    keep = torchvision.ops.nms(b, rank, _threshold(threshold, b.dtype))
     return keep.to(boxes.device)
 
 
@@ -66,13 +87,18 @@ def select_candidates(scores: torch.Tensor, groups: torch.Tensor, score_threshol
 
 
 def _per_group(boxes: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Greedy NMS of each group of consecutive boxes (one compiled call per group)."""
-    counts = torch.bincount(groups)
-    bounds = torch.cumsum(counts, 0).tolist()
+    """Greedy NMS of each group of consecutive boxes: one compiled call for all groups
+    (CPU), or one torchvision call per group (a class of an image), never one per box."""
+    ends = torch.cumsum(torch.bincount(groups), 0)
+    array = _kernel_boxes(boxes)
+    if array is not None:
+        keep = nms_kernel.greedy_nms_groups(array, ends.numpy(), _threshold(threshold, boxes.dtype),
+                                            NORMALISED_OFFSET)
+        return torch.from_numpy(keep)
     begin, out = 0, []
-    for end in bounds:                 # one call per group (a class of an image), not per box
+    for end in ends.tolist():
         if end > begin:
-            out.append(_greedy(boxes[begin:end], threshold) + begin)
+            out.append(_torchvision_greedy(boxes[begin:end], threshold) + begin)
         begin = end
     return torch.cat(out)
 
