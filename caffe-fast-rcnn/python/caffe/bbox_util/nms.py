@@ -64,11 +64,32 @@ def _torchvision_greedy(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
     return keep.to(boxes.device)
 
 
+def _descending_key(scores: torch.Tensor) -> torch.Tensor | None:
+    """int64 keys in [0, 2**32) whose ascending order is the float32 `scores`' descending
+    order, equal scores (-0.0 and 0.0 included) giving equal keys; None for scores that
+    float32 does not hold exactly (float64)."""
+    if scores.dtype == torch.float64:
+        return None
+    bits = (scores.to(torch.float32) + 0.0).view(torch.int32)    # + 0.0: -0.0 becomes 0.0
+    # IEEE floats order as sign-magnitude integers: flip the magnitude of negative ones.
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return (2 ** 31 - 1) - ordered
+
+
 def group_order(scores: torch.Tensor, groups: torch.Tensor, top_k: int = -1) -> torch.Tensor:
     """Indices of the candidates ordered by group, then by descending score (equal scores
-    keep their order), at most `top_k` per group (all for -1)."""
-    order = _descending(scores)
-    order = order[torch.argsort(groups[order], stable=True)]
+    keep their order), at most `top_k` per group (all for -1).
+
+    float32 scores and their groups pack into one int64 key (group in the high 32 bits),
+    so one stable integer sort does what a stable float sort followed by a stable sort by
+    group would, several times faster (DetectionOutput of a random net ranks 20 classes x
+    6375 priors per image)."""
+    key = _descending_key(scores)
+    if key is not None and (groups.numel() == 0 or int(groups.max()) < 2 ** 31):
+        order = torch.sort(groups.to(torch.int64) * 2 ** 32 + key, stable=True).indices
+    else:
+        order = _descending(scores)
+        order = order[torch.argsort(groups[order], stable=True)]
     if top_k > -1 and order.numel():
         g = groups[order]
         counts = torch.bincount(g)

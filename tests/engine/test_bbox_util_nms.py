@@ -192,3 +192,22 @@ def test_missing_or_stale_library_falls_back_to_torchvision(monkeypatch, tmp_pat
         assert kept_by_engine(boxes, 0.45) == reference_nms(boxes, 0.45)
     monkeypatch.undo()
     assert nms_kernel.available()
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.float16])
+def test_group_order_is_caffes_stable_order(dtype):
+    """Candidates by group, then descending score, equal scores by index (std::stable_sort),
+    whatever the scores' sign; -0.0 and 0.0 are equal scores."""
+    rng = np.random.RandomState(6)
+    values = np.array([-np.inf, -3.5, -1e-30, -0.0, 0.0, 1e-30, 0.25, 0.5, 7.0, np.inf])
+    scores = torch.tensor(values[rng.randint(0, len(values), 3000)], dtype=dtype)
+    groups = rng.randint(0, 40, 3000)
+    held = scores.double().tolist()                          # the values the dtype holds
+    want = sorted(range(3000), key=lambda i: (groups[i], -held[i]))     # Python's sort is stable
+    assert bnms.group_order(scores, torch.from_numpy(groups)).tolist() == want
+    first3, seen = [], {}
+    for i in want:
+        seen[groups[i]] = seen.get(groups[i], 0) + 1
+        if seen[groups[i]] <= 3:
+            first3.append(i)
+    assert bnms.group_order(scores, torch.from_numpy(groups), top_k=3).tolist() == first3
