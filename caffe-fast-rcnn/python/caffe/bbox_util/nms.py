@@ -84,17 +84,20 @@ def group_order(scores: torch.Tensor, groups: torch.Tensor, top_k: int = -1) -> 
     so one stable integer sort does what a stable float sort followed by a stable sort by
     group would, several times faster (DetectionOutput of a random net ranks 20 classes x
     6375 priors per image)."""
+    # index_select rather than tensor[index]: the same gather, several times faster on
+    # the CPU for these sizes.
     key = _descending_key(scores)
     if key is not None and (groups.numel() == 0 or int(groups.max()) < 2 ** 31):
-        order = torch.sort(groups.to(torch.int64) * 2 ** 32 + key, stable=True).indices
+        keys, order = torch.sort(groups.to(torch.int64) * 2 ** 32 + key, stable=True)
+        g = keys >> 32                                   # the groups, in order, no gather
     else:
         order = _descending(scores)
-        order = order[torch.argsort(groups[order], stable=True)]
+        order = order.index_select(0, torch.argsort(groups.index_select(0, order), stable=True))
+        g = groups.index_select(0, order)
     if top_k > -1 and order.numel():
-        g = groups[order]
         counts = torch.bincount(g)
         starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(g.numel(), device=g.device) - starts[g]
+        rank = torch.arange(g.numel(), device=g.device) - starts.index_select(0, g)
         order = order[rank < top_k]
     return order
 

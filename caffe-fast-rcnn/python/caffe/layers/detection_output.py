@@ -175,7 +175,7 @@ class DetectionOutput(Layer):
         sc = scores[img, pi, ci]
         groups = img * c + ci
         order = bbox_util.nms.group_order(sc, groups, self.top_k)
-        img, pi, ci, sc, groups = img[order], pi[order], ci[order], sc[order], groups[order]
+        img, pi, ci, sc, groups = (t.index_select(0, order) for t in (img, pi, ci, sc, groups))
         slot = torch.zeros_like(ci) if self.share else ci
         keep = bbox_util.nms_ordered_groups(boxes[img, pi, slot], groups, self.nms_threshold,
                                             self.eta)
