@@ -16,9 +16,10 @@ PYTEST_ARGS ?=
 
 # The venv with the pinned requirements, then this project installed into it in editable
 # mode (setup.py): `import caffe` and Caffe's commands work from anywhere, and the NMS kernel
-# (lib/nms/nms_kernel.c) is compiled into lib/nms/. Graphviz's `dot` (for draw_net.py and
-# its tests) is a system package: set-up only says how to get it when it is missing.
-$(STAMP): requirements.txt setup.py pyproject.toml lib/nms/nms_kernel.c
+# (caffe-fast-rcnn/python/caffe/bbox_util/nms_kernel.c) is compiled next to its source.
+# Graphviz's `dot` (for draw_net.py and its tests) is a system package: set-up only says how
+# to get it when it is missing.
+$(STAMP): requirements.txt setup.py pyproject.toml caffe-fast-rcnn/python/caffe/bbox_util/nms_kernel.c
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt

@@ -1,4 +1,4 @@
-"""Installs the `caffe` engine (caffe-fast-rcnn/python/caffe) and builds the detector's NMS kernel.
+"""Installs the `caffe` engine (caffe-fast-rcnn/python/caffe), with its compiled NMS kernel.
 
     pip install .        # or: pip install -e .   (what `make setup` does)
 
@@ -8,10 +8,14 @@ convert_annoset, get_image_size, extract_features, upgrade_net_proto_text, ...).
 
 The detector (lib/: fast_rcnn, rpn, datasets, utils, nms, ...) is not installed: its
 generic module names would shadow other packages in site-packages. As in py-faster-rcnn,
-tools/_init_paths.py puts lib/ (and caffe-fast-rcnn/python) on sys.path. Its compiled NMS
-kernel, lib/nms/nms_kernel.c, a plain C library that lib/nms/compiled.py loads with ctypes,
-is therefore built as a setuptools extension into lib/nms/ of this checkout, not into the
-installed package.
+tools/_init_paths.py puts lib/ (and caffe-fast-rcnn/python) on sys.path.
+
+The one compiled piece is the engine's greedy NMS kernel,
+caffe-fast-rcnn/python/caffe/bbox_util/nms_kernel.c: a plain C library (no Python API)
+that caffe/bbox_util/nms_kernel.py loads with ctypes, used by SSD/RefineDet's NMS and by
+lib/nms. It is an extension of the `caffe.bbox_util` package: an editable install (or
+`setup.py build_ext --inplace`) puts it next to its source, `pip install .` installs it
+with the package.
 """
 import os
 
@@ -21,20 +25,16 @@ from setuptools.errors import CCompilerError, CompileError, LinkError
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 ENGINE = 'caffe-fast-rcnn/python'
-NMS = '_nms_kernel'
-# IEEE arithmetic as written (no fused multiply-add, no fast-math): the kernel keeps
-# py-faster-rcnn's exact IoU rounding.
+NMS = 'caffe.bbox_util._nms_kernel'
+NMS_SOURCE = ENGINE + '/caffe/bbox_util/nms_kernel.c'
+# IEEE arithmetic as written (no fused multiply-add, no fast-math): the kernel keeps the
+# NumPy references' exact IoU rounding (py_cpu_nms; Caffe's JaccardOverlap).
 NMS_FLAGS = ['-O3', '-ffp-contract=off', '-fno-fast-math', '-std=c99']
 
 
 class BuildExt(build_ext):
-    """build_ext that puts the NMS kernel in lib/nms/ of the checkout (see the docstring),
-    tuned for this machine's vector units when the compiler allows it."""
-
-    def get_ext_fullpath(self, ext_name):
-        if ext_name == NMS:
-            return os.path.join(ROOT, 'lib', 'nms', self.get_ext_filename(ext_name))
-        return super().get_ext_fullpath(ext_name)
+    """build_ext that tunes the NMS kernel for this machine's vector units when the
+    compiler allows it, and builds it portably otherwise."""
 
     def build_extension(self, ext):
         if ext.name != NMS:
@@ -46,24 +46,8 @@ class BuildExt(build_ext):
         except (CCompilerError, CompileError, LinkError):
             ext.extra_compile_args = portable
             super().build_extension(ext)
-
-    def copy_extensions_to_source(self):
-        """Editable installs copy built extensions into the source tree: the kernel is
-        already there."""
-        extensions = self.extensions
-        self.extensions = [e for e in extensions if e.name != NMS]
-        try:
-            super().copy_extensions_to_source()
         finally:
-            self.extensions = extensions
-
-    def get_outputs(self):
-        """The kernel lives in the checkout, not in the installed files."""
-        return [p for p in super().get_outputs() if os.path.basename(p).split('.')[0] != NMS]
-
-    def get_output_mapping(self):
-        return {k: v for k, v in super().get_output_mapping().items()
-                if os.path.basename(k).split('.')[0] != NMS}
+            ext.extra_compile_args = portable
 
 
 setup(
@@ -79,7 +63,7 @@ setup(
     package_data={'caffe.proto': ['caffe.proto']},
     install_requires=['numpy', 'torch', 'torchvision', 'protobuf', 'PyYAML', 'opencv-python-headless',
                       'lmdb', 'h5py', 'pydot', 'matplotlib'],
-    ext_modules=[Extension(NMS, sources=['lib/nms/nms_kernel.c'], extra_compile_args=NMS_FLAGS)],
+    ext_modules=[Extension(NMS, sources=[NMS_SOURCE], extra_compile_args=NMS_FLAGS)],
     cmdclass={'build_ext': BuildExt},
     entry_points={'console_scripts': [
         'caffe = caffe.tool:main',

@@ -19,9 +19,10 @@ handed over already sorted, with strictly decreasing stand-in scores.
 The arithmetic runs in the dtype of ``dets`` (float32 or float64), as the
 originals did; other dtypes are computed in float32 like the Cython code.
 
-On the CPU the project's own compiled kernel (nms_kernel.c, built by `make`) does the
-work: it computes exactly what py_cpu_nms computes, branch-free and vectorised, and can
-stop after ``max_keep`` kept boxes. torchvision's kernel is used on GPUs, and on the CPU
+On the CPU the engine's compiled kernel (caffe/bbox_util/nms_kernel.c, built by `make
+setup`, used through nms.compiled with the +1 convention) does the work: it computes
+exactly what py_cpu_nms computes, branch-free and vectorised, and can stop after
+``max_keep`` kept boxes. torchvision's kernel is used on GPUs, and on the CPU
 if the kernel could not be built.
 """
 

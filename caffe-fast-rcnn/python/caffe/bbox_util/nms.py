@@ -7,19 +7,26 @@ the `top_k` best, and may lower the threshold after each kept box (`eta` < 1, wh
 threshold is above 0.5). ApplyNMS (used by hard-example mining) instead removes boxes
 smaller than 1e-5 before suppressing.
 
-The fixed-threshold case runs on torchvision's compiled NMS, given our order as scores
-(so that its sort cannot reorder ties). The adaptive case runs a batched greedy pass over
-all groups at once, one round per kept box, on the groups' overlap matrices.
+The fixed-threshold case runs on the engine's compiled kernel (nms_kernel.c, offset 0:
+normalised widths) for CPU tensors, all groups in one call; on torchvision's compiled NMS
+for CUDA tensors and when the kernel is not built, given our order as scores (so that its
+sort cannot reorder ties). Both compute Caffe's float IoU and compare it with the
+threshold rounded to the boxes' precision, as Caffe's float `nms_threshold`. The adaptive
+case runs a batched greedy pass over all groups at once, one round per kept box, on the
+groups' overlap matrices.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
 
+from . import nms_kernel
 from .boxes import bbox_size, jaccard_overlap
 
 # ApplyNMS drops boxes smaller than this (normalised area).
 MIN_BOX_SIZE = 1e-5
+# SSD's boxes are normalised: a box from xmin to xmax is xmax - xmin wide (no +1 pixel).
+NORMALISED_OFFSET = 0
 
 
 def _descending(scores: torch.Tensor) -> torch.Tensor:
@@ -32,27 +39,65 @@ def _nms_device(t: torch.Tensor) -> torch.Tensor:
     return t if t.device.type in ('cpu', 'cuda') else t.cpu()
 
 
-def _greedy(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Positions kept by greedy NMS of `boxes` taken in the given order."""
-    if boxes.shape[0] == 0:
-        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+def _threshold(threshold: float, dtype: torch.dtype) -> float:
+    """The threshold as the boxes' precision holds it (Caffe's float for float32 boxes)."""
+    return float(np.float32(threshold)) if dtype != torch.float64 else float(threshold)
+
+
+def _kernel_boxes(boxes: torch.Tensor) -> np.ndarray | None:
+    """`boxes` as a NumPy array the compiled kernel can read (a view of a contiguous
+    float32/float64 CPU tensor, no copy), or None when torchvision must do the work (CUDA
+    and other devices, or no kernel built)."""
+    if boxes.device.type != 'cpu' or not nms_kernel.available():
+        return None
+    if boxes.dtype not in (torch.float32, torch.float64):
+        boxes = boxes.to(torch.float32)
+    return boxes.detach().contiguous().numpy()
+
+
+def _torchvision_greedy(boxes: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Positions kept by torchvision's greedy NMS of `boxes` taken in the given order."""
     import torchvision   # on first use: its import costs seconds of every process's start-up
     b = _nms_device(boxes)
     rank = -torch.arange(b.shape[0], dtype=b.dtype, device=b.device)
-    keep = torchvision.ops.nms(b, rank, float(threshold))
+    keep = torchvision.ops.nms(b, rank, _threshold(threshold, b.dtype))
     return keep.to(boxes.device)
+
+
+def _descending_key(scores: torch.Tensor) -> torch.Tensor | None:
+    """int64 keys in [0, 2**32) whose ascending order is the float32 `scores`' descending
+    order, equal scores (-0.0 and 0.0 included) giving equal keys; None for scores that
+    float32 does not hold exactly (float64)."""
+    if scores.dtype == torch.float64:
+        return None
+    bits = (scores.to(torch.float32) + 0.0).view(torch.int32)    # + 0.0: -0.0 becomes 0.0
+    # IEEE floats order as sign-magnitude integers: flip the magnitude of negative ones.
+    ordered = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits).to(torch.int64)
+    return (2 ** 31 - 1) - ordered
 
 
 def group_order(scores: torch.Tensor, groups: torch.Tensor, top_k: int = -1) -> torch.Tensor:
     """Indices of the candidates ordered by group, then by descending score (equal scores
-    keep their order), at most `top_k` per group (all for -1)."""
-    order = _descending(scores)
-    order = order[torch.argsort(groups[order], stable=True)]
+    keep their order), at most `top_k` per group (all for -1).
+
+    float32 scores and their groups pack into one int64 key (group in the high 32 bits),
+    so one stable integer sort does what a stable float sort followed by a stable sort by
+    group would, several times faster (DetectionOutput of a random net ranks 20 classes x
+    6375 priors per image)."""
+    # index_select rather than tensor[index]: the same gather, several times faster on
+    # the CPU for these sizes.
+    key = _descending_key(scores)
+    if key is not None and (groups.numel() == 0 or int(groups.max()) < 2 ** 31):
+        keys, order = torch.sort(groups.to(torch.int64) * 2 ** 32 + key, stable=True)
+        g = keys >> 32                                   # the groups, in order, no gather
+    else:
+        order = _descending(scores)
+        order = order.index_select(0, torch.argsort(groups.index_select(0, order), stable=True))
+        g = groups.index_select(0, order)
     if top_k > -1 and order.numel():
-        g = groups[order]
         counts = torch.bincount(g)
         starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(g.numel(), device=g.device) - starts[g]
+        rank = torch.arange(g.numel(), device=g.device) - starts.index_select(0, g)
         order = order[rank < top_k]
     return order
 
@@ -66,13 +111,18 @@ def select_candidates(scores: torch.Tensor, groups: torch.Tensor, score_threshol
 
 
 def _per_group(boxes: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Greedy NMS of each group of consecutive boxes (one compiled call per group)."""
-    counts = torch.bincount(groups)
-    bounds = torch.cumsum(counts, 0).tolist()
+    """Greedy NMS of each group of consecutive boxes: one compiled call for all groups
+    (CPU), or one torchvision call per group (a class of an image), never one per box."""
+    ends = torch.cumsum(torch.bincount(groups), 0)
+    array = _kernel_boxes(boxes)
+    if array is not None:
+        keep = nms_kernel.greedy_nms_groups(array, ends.numpy(), _threshold(threshold, boxes.dtype),
+                                            NORMALISED_OFFSET)
+        return torch.from_numpy(keep)
     begin, out = 0, []
-    for end in bounds:                 # one call per group (a class of an image), not per box
+    for end in ends.tolist():
         if end > begin:
-            out.append(_greedy(boxes[begin:end], threshold) + begin)
+            out.append(_torchvision_greedy(boxes[begin:end], threshold) + begin)
         begin = end
     return torch.cat(out)
 

@@ -175,7 +175,7 @@ class DetectionOutput(Layer):
         sc = scores[img, pi, ci]
         groups = img * c + ci
         order = bbox_util.nms.group_order(sc, groups, self.top_k)
-        img, pi, ci, sc, groups = img[order], pi[order], ci[order], sc[order], groups[order]
+        img, pi, ci, sc, groups = (t.index_select(0, order) for t in (img, pi, ci, sc, groups))
         slot = torch.zeros_like(ci) if self.share else ci
         keep = bbox_util.nms_ordered_groups(boxes[img, pi, slot], groups, self.nms_threshold,
                                             self.eta)
@@ -183,8 +183,7 @@ class DetectionOutput(Layer):
         if self.keep_top_k > -1 and img.numel():
             per_image = torch.bincount(img, minlength=n)
             if bool((per_image > self.keep_top_k).any()):
-                order = torch.sort(sc, descending=True, stable=True).indices
-                order = order[torch.argsort(img[order], stable=True)]
+                order = bbox_util.nms.group_order(sc, img)       # by image, score
                 starts = torch.cumsum(per_image, 0) - per_image
                 rank = torch.empty_like(order)
                 rank[order] = torch.arange(order.numel(), device=dev) - starts[img[order]]
