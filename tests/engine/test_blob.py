@@ -27,3 +27,25 @@ def test_reshape_keeps_values_when_count_is_unchanged():
     np.testing.assert_array_equal(b.data.ravel(), np.arange(12))
     b.reshape(5)
     assert b.shape == (5,)
+
+
+def test_reshape_to_a_new_count_reads_zeros_however_it_is_read():
+    """The zeros of a new count are written lazily: Python's view, the engine's tensor and
+    a later same-count reshape all see them; a layer's set_tensor replaces them unwritten."""
+    import torch
+    for read in ('data', 'tensor', 'reshape'):
+        b = caffe.Blob((2, 3))
+        b.data[...] = 7
+        b.reshape(4, 5)
+        if read == 'data':
+            got = b.data
+        elif read == 'tensor':
+            got = b.tensor.numpy()
+        else:
+            b.reshape(5, 4)
+            got = b.data
+        assert got.shape in ((4, 5), (5, 4)) and not got.any(), read
+    b = caffe.Blob((2, 3))
+    b.reshape(3, 3)
+    b.set_tensor(torch.full((3, 3), 2.0))
+    np.testing.assert_array_equal(b.data, np.full((3, 3), 2.0))

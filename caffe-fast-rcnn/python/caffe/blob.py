@@ -126,15 +126,20 @@ class Blob:
         return tuple(self._data.tensor.shape)
 
     def reshape(self, *shape) -> None:
-        """Give the blob a new shape; keeps the values when the element count is unchanged."""
+        """Give the blob a new shape; keeps the values when the element count is unchanged.
+
+        A new element count gives zeros, as Caffe's fresh memory reads, written lazily:
+        most blobs are reshaped by the layer about to overwrite them (a top whose input
+        size changed, every iteration with py-faster-rcnn's varying image sizes), and
+        writing zeros there first would be a wasted pass over every such blob."""
         shape = _as_shape(shape)
         if shape == self.shape:
             return
-        t = self._data.device_tensor()
-        if t.numel() == int(np.prod(shape, dtype=np.int64)):
-            self._data.set(t.reshape(shape))
+        if self._data.tensor.numel() == int(np.prod(shape, dtype=np.int64)):
+            self._data.set(self._data.device_tensor().reshape(shape))
         else:
-            self._data.set(torch.zeros(shape, dtype=self._dtype, device=self._device))
+            self._data.set(torch.empty(shape, dtype=self._dtype, device=self._device))
+            self._data.defer(torch.Tensor.zero_)
         self._diff = None
 
     def reshape_like(self, other: 'Blob') -> None:
