@@ -114,37 +114,20 @@ def test_backward_right_after_construction(tmp_path, case):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg='%s %s' % (case, k))
 
 
-@pytest.mark.parametrize('case', ['Convolution', 'InnerProduct', 'PoolingMax', 'SoftmaxWithLoss', 'LRN'])
-def test_bottom_rewritten_between_forward_and_backward(tmp_path, case):
-    """Caffe's backward reads the bottom as it is now: the gradients are those at the new data."""
+@pytest.mark.parametrize('case,precision', [
+    (case, 'fp32') for case in ('Convolution', 'InnerProduct', 'PoolingMax', 'SoftmaxWithLoss', 'LRN')
+] + [('Convolution', 'bf16'), ('InnerProduct', 'bf16')])
+def test_bottom_rewritten_between_forward_and_backward(tmp_path, case, precision):
+    """Caffe's backward reads the bottom as it is now: the gradients are those at the new data.
+    Under bf16 forward keeps bf16 casts of its bottom and weights for backward: the rebuilt
+    state must be of the new data too."""
     body, inputs = CASES[case]
-    net = _net(tmp_path, body, inputs)
-    _fill(net, inputs, 1)
-    net.forward()
-    _fill(net, inputs, 2)  # Python writes new values into the bottoms (and new top diffs)
-    net.clear_param_diffs()
-    net.backward()
-    at_new = _twin(tmp_path, net, body, inputs)
-    _fill(at_new, inputs, 2)
-    at_new.forward()
-    _fill(at_new, inputs, 2)
-    at_new.backward()
-    want, got = _grads(at_new, inputs), _grads(net, inputs)
-    for k in want:
-        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg='%s %s' % (case, k))
-
-
-@pytest.mark.parametrize('case', ['Convolution', 'InnerProduct'])
-def test_bottom_rewritten_under_bf16(tmp_path, case):
-    """The same under bf16, where forward keeps bf16 casts of its bottom and weights for
-    backward: the rebuilt state must be of the new data, in the same types."""
-    body, inputs = CASES[case]
-    caffe.set_precision('bf16')
+    caffe.set_precision(precision)
     try:
         net = _net(tmp_path, body, inputs)
         _fill(net, inputs, 1)
         net.forward()
-        _fill(net, inputs, 2)
+        _fill(net, inputs, 2)  # Python writes new values into the bottoms (and new top diffs)
         net.clear_param_diffs()
         net.backward()
         at_new = _twin(tmp_path, net, body, inputs)
@@ -159,25 +142,15 @@ def test_bottom_rewritten_under_bf16(tmp_path, case):
         np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg='%s %s' % (case, k))
 
 
-def _count_computes(layer):
+def _count_calls(layer, method):
+    """Wrap `layer.<method>` so that its calls are counted in the returned list."""
     calls = []
-    original = layer.compute
+    original = getattr(layer, method)
 
     def counted(*args):
         calls.append(1)
         return original(*args)
-    layer.compute = counted
-    return calls
-
-
-def _count_refreshes(layer):
-    calls = []
-    original = layer.refresh_for_backward
-
-    def counted(*args):
-        calls.append(1)
-        return original(*args)
-    layer.refresh_for_backward = counted
+    setattr(layer, method, counted)
     return calls
 
 
@@ -187,8 +160,8 @@ def test_forward_then_backward_computes_each_layer_once(tmp_path):
     net = _net(tmp_path, body, {'x': (2, 2, 5, 5)})
     conv, pool = net.layers[0], net.layers[1]
     assert isinstance(conv, TorchLayer) and isinstance(pool, TorchLayer)
-    c_fresh, p_fresh = _count_refreshes(conv), _count_refreshes(pool)
-    p_calls = _count_computes(pool)
+    c_fresh, p_fresh = _count_calls(conv, 'refresh_for_backward'), _count_calls(pool, 'refresh_for_backward')
+    p_calls = _count_calls(pool, 'compute')
     net.blobs['x'].data[...] = 1.0
     net.forward()
     net.blobs['q'].diff[...] = 1.0
