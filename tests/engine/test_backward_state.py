@@ -249,3 +249,37 @@ def test_python_layers_and_data_layers_are_not_rerun(tmp_path, monkeypatch):
     np.testing.assert_array_equal(net.blobs['d'].diff, 2.0)
     net.forward()
     np.testing.assert_array_equal(net.blobs['lab'].data.ravel(), [0, 1])  # the data did not move on
+
+
+def test_test_phase_net_records_no_graph_and_backward_still_works(tmp_path):
+    """A TEST net runs forward without autograd graphs (it is scored, rarely differentiated);
+    a backward on it recomputes each layer from its bottoms: the same gradients as a TRAIN
+    net with the same weights."""
+    body = ("layer { name: 'c' type: 'Convolution' bottom: 'x' top: 'y' convolution_param "
+            "{ num_output: 3 kernel_size: 2 weight_filler { type: 'gaussian' std: 1 } } }"
+            "layer { name: 'p' type: 'Pooling' bottom: 'y' top: 'q' pooling_param { pool: MAX kernel_size: 2 } }"
+            "layer { name: 'i' type: 'InnerProduct' bottom: 'q' top: 's' inner_product_param "
+            "{ num_output: 4 weight_filler { type: 'gaussian' std: 1 } } }"
+            "layer { name: 'l' type: 'SoftmaxWithLoss' bottom: 's' bottom: 't' top: 'loss' }")
+    text = ("name: 'n'\ninput: 'x' input_shape { dim: 2 dim: 2 dim: 5 dim: 5 }\n"
+            "input: 't' input_shape { dim: 2 }\n" + body)
+    path = tmp_path / 'n.prototxt'
+    path.write_text(text)
+    nets = {phase: caffe.Net(str(path), phase) for phase in (caffe.TRAIN, caffe.TEST)}
+    x = RNG.randn(2, 2, 5, 5)
+    for name in ('c', 'i'):
+        for k, p in enumerate(nets[caffe.TRAIN].params[name]):
+            nets[caffe.TEST].params[name][k].data[...] = p.data
+    for net in nets.values():
+        net.blobs['x'].data[...] = x
+        net.blobs['t'].data[...] = [1, 3]
+        net.forward()
+    assert all(l._leaves is None for l in nets[caffe.TEST].layers if isinstance(l, TorchLayer))
+    assert any(l._leaves is not None for l in nets[caffe.TRAIN].layers if isinstance(l, TorchLayer))
+    for net in nets.values():
+        net.clear_param_diffs()
+        net.backward()
+    for name in ('c', 'i'):
+        for want, got in zip(nets[caffe.TRAIN].params[name], nets[caffe.TEST].params[name]):
+            assert np.abs(want.diff).max() > 0
+            np.testing.assert_allclose(got.diff, want.diff, rtol=1e-6, atol=1e-7)

@@ -209,9 +209,15 @@ def test_inplace_relu_gradients(relu_param):
 def test_inplace_relu_overwrites_its_bottom(tmp_path):
     net = _net(tmp_path, INPLACE_NET % '')
     net.blobs['x'].data[...] = R.randn(2, 2, 3, 3)
-    conv = net.layer_dict['c']
+    conv_index = list(net._layer_names).index('c')
+    seen = {}
+
+    def after(li):  # the convolution's own output tensor, as its forward left it
+        if li == conv_index:
+            seen['out'] = net.blobs['c'].tensor
+    net._after_forward.append(after)
     net.forward()
-    out = conv._outs[0]  # the convolution's own output tensor
+    out = seen['out']
     assert net.blobs['c'].tensor.data_ptr() == out.data_ptr()
     assert (out.detach() >= 0).all() and (net.blobs['c'].data >= 0).all()
     net.backward(y=np.ones((2, 2), np.float32))  # conv's backward never reads its output

@@ -211,10 +211,17 @@ class Net:
         for name in sorted(available):
             info('This network produces output %s' % name)
             self._outputs.append(self._blob_index[name])
+        # A TEST net (im_detect, rpn_generate, scoring) runs forward only, almost always: it
+        # records no autograd graph (recording costs: max pooling keeps argmax maps,
+        # convolutions save their inputs; 7 % of a VGG16 test forward). Its layers still
+        # "need backward" in Caffe's sense, and a backward on it recomputes each layer from
+        # the bottoms it kept, with the same result. force_backward asks for backward:
+        # then the graph is recorded.
+        record = self.phase == Phase.TRAIN or self._force_backward
         for li, layer in enumerate(self.layers):
             if isinstance(layer, TorchLayer):
                 layer.record_bottoms = list(self._bottom_need_backward[li])
-                layer.record = self._layer_need_backward[li]
+                layer.record = record and self._layer_need_backward[li]
             if getattr(layer, 'run_in_bf16', False) and any(self._loss_weights[li]):
                 layer.run_in_bf16 = False  # losses are computed in float32 under bf16
             if isinstance(layer, TorchLayer) and hasattr(layer, 'compute_inplace'):

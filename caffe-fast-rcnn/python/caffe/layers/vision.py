@@ -169,7 +169,7 @@ class Convolution(TorchLayer):
         x, w, b = self._operands(bottom)
         with torch.no_grad():
             y = self._conv(x, w, b)
-        self._inputs, self._outs, self._leaves, self._params = [x], [y], None, None
+        self._inputs, self._outs, self._leaves, self._params = [x], None, None, None
         self._w = w
         top[0].set_tensor(y)
 
